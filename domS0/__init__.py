@@ -1,0 +1,1 @@
+"""DomS0: the security-domain daemon that serves every domain its vTPM."""

@@ -1,0 +1,231 @@
+"""vtpmctl: the command-line client of DomS0.
+
+Every failure is one line on stderr and a non-zero exit: 1 for a refusal by DomS0
+or a bad argument, 2 for bad usage, 3 when DomS0 cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from domS0.client.channel import CredentialError, default_server, load_token, open_channel
+
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 3
+RPC_TIMEOUT = 30.0
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _vtpm_dict(vtpm: pb.Vtpm) -> dict[str, Any]:
+    return json_format.MessageToDict(vtpm, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def _state(vtpm: pb.Vtpm) -> str:
+    return pb.VtpmState.Name(vtpm.state).removeprefix("VTPM_STATE_").lower()
+
+
+def _print_vtpm(vtpm: pb.Vtpm, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(_vtpm_dict(vtpm), indent=2, sort_keys=True))
+        return
+    print(f"name:           {vtpm.name}")
+    print(f"uuid:           {vtpm.uuid}")
+    print(f"engine:         {vtpm.engine}")
+    print(f"state:          {_state(vtpm)}")
+    print(f"holder:         {vtpm.holder or '-'}")
+    print(f"control socket: {vtpm.control_socket or '-'}")
+    for key, value in sorted(vtpm.metadata.items()):
+        print(f"metadata:       {key}={value}")
+
+
+def _parse_metadata(pairs: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CliError(f"--meta expects KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def cmd_create(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    stub = pb_grpc.ManagerStub(channel)
+    vtpm = stub.CreateVtpm(pb.CreateVtpmRequest(
+        name=args.name, engine=args.engine or "", metadata=_parse_metadata(args.meta),
+        start=not args.stopped), timeout=RPC_TIMEOUT)
+    _print_vtpm(vtpm, args.json)
+
+
+def cmd_list(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    vtpms = pb_grpc.ManagerStub(channel).ListVtpms(pb.ListVtpmsRequest(),
+                                                  timeout=RPC_TIMEOUT).vtpms
+    if args.json:
+        print(json.dumps([_vtpm_dict(v) for v in vtpms], indent=2, sort_keys=True))
+        return
+    print(f"{'NAME':<24} {'UUID':<36} {'ENGINE':<8} {'STATE':<8} HOLDER")
+    for v in vtpms:
+        print(f"{v.name:<24} {v.uuid:<36} {v.engine:<8} {_state(v):<8} {v.holder or '-'}")
+
+
+def cmd_show(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    vtpm = pb_grpc.ManagerStub(channel).GetVtpm(pb.GetVtpmRequest(vtpm=args.name),
+                                               timeout=RPC_TIMEOUT)
+    _print_vtpm(vtpm, args.json)
+
+
+def cmd_delete(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    pb_grpc.ManagerStub(channel).DeleteVtpm(pb.DeleteVtpmRequest(vtpm=args.name),
+                                           timeout=RPC_TIMEOUT)
+    print(f"deleted {args.name}")
+
+
+def cmd_start(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    vtpm = pb_grpc.ManagerStub(channel).StartVtpm(pb.StartVtpmRequest(vtpm=args.name),
+                                                 timeout=RPC_TIMEOUT)
+    _print_vtpm(vtpm, args.json)
+
+
+def cmd_stop(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    vtpm = pb_grpc.ManagerStub(channel).StopVtpm(pb.StopVtpmRequest(vtpm=args.name),
+                                                timeout=RPC_TIMEOUT)
+    _print_vtpm(vtpm, args.json)
+
+
+def cmd_transmit(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    text = "".join(args.hex).replace(" ", "")
+    if text == "-":
+        text = "".join(sys.stdin.read().split())
+    try:
+        command = bytes.fromhex(text)
+    except ValueError:
+        raise CliError("the command must be hexadecimal, e.g. 80010000000c000001430000 "
+                       "... (spaces allowed)") from None
+    response = pb_grpc.TpmStub(channel).Transmit(
+        pb.TransmitRequest(vtpm=args.name, command=command, locality=args.locality),
+        timeout=RPC_TIMEOUT)
+    print(response.response.hex())
+
+
+def cmd_attach(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    from domS0.client.attach import AttachLink, LinkError
+    from domS0.frontends.swtpm_socket import SwtpmSocketFrontEnd
+
+    host, sep, port_text = args.swtpm.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise CliError(f"--swtpm expects HOST:PORT, got {args.swtpm!r}")
+    link = AttachLink(channel, args.name, f"vtpmctl attach pid {os.getpid()} on {args.swtpm}")
+    try:
+        link.open()
+    except LinkError as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE if exc.code ==
+                       grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED) from None
+    try:
+        front = SwtpmSocketFrontEnd(link, host.strip("[]") or "127.0.0.1", int(port_text),
+                                    args.name)
+    except OSError as exc:
+        link.close()
+        raise CliError(str(exc)) from None
+    data_host, data_port = front.address
+    print(f"attached {args.name}: swtpm data {data_host}:{data_port}, control "
+          f"{data_host}:{data_port + 1}; "
+          f"TPM2TOOLS_TCTI=swtpm:host={data_host},port={data_port}", flush=True)
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: front.stop())
+    try:
+        front.serve_forever()
+    except KeyboardInterrupt:
+        front.stop()
+    finally:
+        link.close()
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, grpc.Channel], None]] = {
+    "create": cmd_create, "list": cmd_list, "show": cmd_show, "delete": cmd_delete,
+    "start": cmd_start, "stop": cmd_stop, "transmit": cmd_transmit, "attach": cmd_attach,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vtpmctl", description="Manage and use vTPMs "
+                                     "served by DomS0.")
+    parser.add_argument("--server", default=default_server(),
+                        help="DomS0 address, HOST:PORT or unix:PATH (default $VTPM_SERVER "
+                        "or 127.0.0.1:7340)")
+    parser.add_argument("--token-file", help="client token file (default $VTPM_TOKEN_FILE "
+                        "or /var/lib/doms0/client.token)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str, with_name: bool = True,
+            with_json: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        if with_name:
+            p.add_argument("name", help="vTPM name or UUID")
+        if with_json:
+            p.add_argument("--json", action="store_true", help="print JSON")
+        return p
+
+    p = add("create", "create a vTPM (started unless --stopped)")
+    p.add_argument("--engine", choices=("builtin", "swtpm"), help="default: DomS0's")
+    p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--stopped", action="store_true", help="create without starting")
+    add("list", "list vTPMs", with_name=False)
+    add("show", "show one vTPM")
+    add("delete", "delete a vTPM and its state", with_json=False)
+    add("start", "start a vTPM")
+    add("stop", "stop a vTPM (state is kept)")
+    p = add("transmit", "send one TPM command (hex) and print the response (hex)",
+            with_json=False)
+    p.add_argument("hex", nargs="+", help="command bytes in hex, or - for stdin")
+    p.add_argument("--locality", type=int, default=0, choices=range(5))
+    p = add("attach", "serve a vTPM on swtpm-compatible TCP sockets", with_json=False)
+    p.add_argument("--swtpm", required=True, metavar="HOST:PORT",
+                   help="data port; the control port is PORT+1")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        token = load_token(args.token_file)
+        channel = open_channel(args.server, token)
+        try:
+            COMMANDS[args.command](args, channel)
+        finally:
+            channel.close()
+        return 0
+    except CredentialError as exc:
+        print(f"vtpmctl: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except CliError as exc:
+        print(f"vtpmctl: {exc}", file=sys.stderr)
+        return exc.code
+    except grpc.RpcError as exc:
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(f"vtpmctl: cannot reach DomS0 at {args.server}: {details}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        name = code.name if code else "ERROR"
+        print(f"vtpmctl: {name}: {details}", file=sys.stderr)
+        return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""A tpm2-pytss TCTI that reaches a vTPM over gRPC.
+
+    from tpm2_pytss import ESAPI
+    from domS0.client.tcti import GrpcTcti
+    with ESAPI(GrpcTcti("127.0.0.1:7340", "vm1", token)) as esapi:
+        esapi.get_random(16)
+
+The TCTI holds the vTPM (Attach) from its first command until it is finalized.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tpm2_pytss.TCTI import PyTCTI
+
+from .attach import AttachLink
+from .channel import open_channel
+
+
+class GrpcTcti(PyTCTI):
+    def __init__(self, server: str, vtpm: str, token: str) -> None:
+        super().__init__(max_size=4096, magic=b"VTPMGRPC")
+        self._channel = open_channel(server, token)
+        self._link = AttachLink(self._channel, vtpm, f"tpm2-pytss GrpcTcti pid {os.getpid()}")
+        self._locality = 0
+        self._response = b""
+
+    def do_transmit(self, command: bytes) -> None:
+        self._response = self._link.transmit(bytes(command), self._locality)
+
+    def do_receive(self, timeout: int) -> bytes:
+        response, self._response = self._response, b""
+        return response
+
+    def do_set_locality(self, locality: int) -> None:
+        self._locality = locality
+
+    def do_finalize(self) -> None:
+        self._link.close()
+        self._channel.close()

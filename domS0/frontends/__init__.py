@@ -1,0 +1,1 @@
+"""Front ends that let unmodified TPM clients reach a vTPM."""

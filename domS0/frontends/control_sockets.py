@@ -1,0 +1,252 @@
+"""Per-vTPM Unix control sockets that speak swtpm's control protocol.
+
+This is what QEMU's ``-tpmdev emulator`` connects to: it hands over one end of a
+socketpair with CMD_SET_DATAFD and then sends raw TPM commands on it. Each vTPM
+gets ``RUN_DIR/<uuid>.ctrl`` (mode 0600) for as long as DomS0 runs. A connection
+holds the vTPM (one front end at a time) from its first command that touches the
+TPM until it closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+
+from domS0.execution import run_command
+from tpm_emulator import swtpm_ctrl as ctrl
+from vtpm_manager.errors import ManagerError
+from vtpm_manager.instance import Instance, Lease
+from vtpm_manager.manager import VtpmManager
+from vtpm_manager.store import open_blob, seal_blob
+
+from .control import BackendError, ControlSession
+from .framing import read_command
+
+log = logging.getLogger(__name__)
+
+CAPS = (
+    ctrl.Capability.INIT | ctrl.Capability.SHUTDOWN | ctrl.Capability.GET_TPMESTABLISHED
+    | ctrl.Capability.SET_LOCALITY | ctrl.Capability.CANCEL_TPM_CMD
+    | ctrl.Capability.STORE_VOLATILE | ctrl.Capability.RESET_TPMESTABLISHED
+    | ctrl.Capability.GET_STATEBLOB | ctrl.Capability.SET_STATEBLOB | ctrl.Capability.STOP
+    | ctrl.Capability.GET_CONFIG | ctrl.Capability.SET_DATAFD
+    | ctrl.Capability.SET_BUFFERSIZE | ctrl.Capability.LOCK_STORAGE
+)
+RECV_BYTES = 65536
+STALL_SECONDS = 0.5
+
+
+class LocalBackend:
+    """The instance itself, held lazily for one control connection."""
+
+    def __init__(self, instance: Instance, holder: str) -> None:
+        self.instance = instance
+        self.holder = holder
+        self._lease: Lease | None = None
+
+    def _held(self) -> Lease:
+        if self._lease is None:
+            try:
+                self._lease = self.instance.attach(self.holder)
+            except ManagerError as exc:
+                raise BackendError(str(exc)) from exc
+        return self._lease
+
+    def transmit(self, command: bytes, locality: int) -> bytes:
+        lease = self._held()
+        try:
+            return run_command(self.instance, command, locality, lease, self.holder)
+        except ManagerError as exc:
+            raise BackendError(str(exc)) from exc
+
+    def power_cycle(self, delete_volatile: bool) -> None:
+        try:
+            self.instance.power_cycle(self._held(), delete_volatile)
+        except ManagerError as exc:
+            raise BackendError(str(exc)) from exc
+
+    def get_state_blob(self) -> bytes:
+        try:
+            state = self.instance.export_state(self._held())
+        except ManagerError as exc:
+            raise BackendError(str(exc)) from exc
+        return seal_blob(self.instance.record, state)
+
+    def set_state_blob(self, blob: bytes) -> None:
+        try:
+            state = open_blob(self.instance.record, blob)
+            self.instance.replace_state(self._held(), state)
+        except (ValueError, ManagerError) as exc:
+            raise BackendError(str(exc)) from exc
+
+    def release(self) -> None:
+        if self._lease is not None:
+            self.instance.detach(self._lease)
+            self._lease = None
+
+
+def _peer_name(conn: socket.socket) -> str:
+    try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, _gid = struct.unpack("3i", creds)
+        return f"control socket client pid {pid} uid {uid}"
+    except OSError:
+        return "control socket client"
+
+
+class _Connection:
+    """One control connection and, once handed over, its data fd."""
+
+    def __init__(self, conn: socket.socket, instance: Instance) -> None:
+        self.conn = conn
+        self.backend = LocalBackend(instance, _peer_name(conn))
+        self.session = ControlSession(self.backend, CAPS, instance.record.name)
+        self.data: socket.socket | None = None
+        self.closed = threading.Event()
+
+    def serve(self) -> None:
+        parser = ctrl.RequestParser()
+        try:
+            while not self.closed.is_set():
+                self.conn.settimeout(STALL_SECONDS if parser.pending else None)
+                try:
+                    data, fds, _flags, _addr = socket.recv_fds(self.conn, RECV_BYTES, 1)
+                except TimeoutError:
+                    expired = parser.expire()
+                    if expired is not None:
+                        self.conn.sendall(ctrl.error_response(expired.result))
+                    continue
+                if not data:
+                    for fd in fds:
+                        os.close(fd)
+                    return
+                for request in parser.feed(data):
+                    if not self._answer(request, fds):
+                        return
+                    fds = []
+                for fd in fds:  # an fd that came with anything but SET_DATAFD
+                    os.close(fd)
+        except OSError:
+            return
+        finally:
+            self.close()
+
+    def _answer(self, request: ctrl.ParsedRequest, fds: list[int]) -> bool:
+        outcome = self.session.handle(request)
+        response = outcome.response
+        if outcome.expect_fd:
+            if self.data is not None:
+                response = ctrl.error_response(ctrl.Result.IOERROR)
+            elif not fds:
+                response = ctrl.error_response(ctrl.Result.BAD_PARAMETER)
+            else:
+                self.data = socket.socket(fileno=fds.pop(0))
+                threading.Thread(target=self._serve_data, daemon=True,
+                                 name=f"data-{self.session.name}").start()
+        self.conn.sendall(response)
+        return not outcome.hang_up
+
+    def _serve_data(self) -> None:
+        data = self.data
+        assert data is not None
+        try:
+            while not self.closed.is_set():
+                command = read_command(data)
+                if command is None:
+                    return
+                data.sendall(self.session.data_command(command))
+        except OSError:
+            return
+
+    def close(self) -> None:
+        if self.closed.is_set():
+            return
+        self.closed.set()
+        for sock in (self.conn, self.data):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+        self.backend.release()
+
+
+class ControlSockets:
+    """The control sockets of all of one manager's vTPMs."""
+
+    def __init__(self, manager: VtpmManager, run_root: Path) -> None:
+        self._manager = manager
+        self._run_root = run_root
+        self._listeners: dict[str, socket.socket] = {}
+        self._connections: set[_Connection] = set()
+        self._lock = threading.Lock()
+        manager.add_listener(self._on_event)
+
+    def path_of(self, instance: Instance) -> str:
+        return str(self._run_root / f"{instance.record.uuid}.ctrl")
+
+    def open_all(self) -> None:
+        for instance in self._manager.list():
+            self.open(instance)
+
+    def open(self, instance: Instance) -> None:
+        path = self.path_of(instance)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old_umask)
+        listener.listen(4)
+        with self._lock:
+            self._listeners[instance.record.uuid] = listener
+        threading.Thread(target=self._accept, args=(listener, instance), daemon=True,
+                         name=f"ctrl-{instance.record.name}").start()
+
+    def close(self, instance: Instance) -> None:
+        with self._lock:
+            listener = self._listeners.pop(instance.record.uuid, None)
+            doomed = [c for c in self._connections if c.backend.instance is instance]
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for connection in doomed:
+            connection.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path_of(instance))
+
+    def close_all(self) -> None:
+        for instance in self._manager.list():
+            self.close(instance)
+
+    def _on_event(self, event: str, instance: Instance) -> None:
+        if event == "created":
+            self.open(instance)
+        elif event == "deleted":
+            self.close(instance)
+
+    def _accept(self, listener: socket.socket, instance: Instance) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            connection = _Connection(conn, instance)
+            with self._lock:
+                self._connections.add(connection)
+            threading.Thread(target=self._serve, args=(connection,), daemon=True,
+                             name=f"ctrl-conn-{instance.record.name}").start()
+
+    def _serve(self, connection: _Connection) -> None:
+        try:
+            connection.serve()
+        finally:
+            with self._lock:
+                self._connections.discard(connection)

@@ -1,0 +1,1 @@
+"""gRPC side of DomS0: servicers, authentication, server assembly."""

@@ -1,0 +1,67 @@
+"""Assemble DomS0's gRPC server: our two services, health checking, reflection."""
+
+from __future__ import annotations
+
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from vtpm_manager.manager import VtpmManager
+
+from .auth import TokenInterceptor
+from .servicers import ControlSocketOf, ManagerServicer, TpmServicer
+
+MAX_WORKERS = 64
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class BindError(Exception):
+    """The listen address could not be bound."""
+
+
+def build_server(
+    manager: VtpmManager,
+    listen: str,
+    token: str,
+    token_path: Path,
+    control_socket_of: ControlSocketOf,
+) -> tuple[grpc.Server, health.HealthServicer, int]:
+    """Create and bind (not start) the server; returns it, its health servicer, the port.
+
+    Attach streams each hold a worker for their lifetime, hence a generous pool.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
+        interceptors=[TokenInterceptor(token, token_path)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=None,
+    )
+    pb_grpc.add_ManagerServicer_to_server(ManagerServicer(manager, control_socket_of), server)
+    pb_grpc.add_TpmServicer_to_server(TpmServicer(manager, control_socket_of), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    services = (
+        pb.DESCRIPTOR.services_by_name["Manager"].full_name,
+        pb.DESCRIPTOR.services_by_name["Tpm"].full_name,
+        health.SERVICE_NAME,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(services, server)
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise BindError(f"cannot listen on {listen}: {exc}") from exc
+    if port == 0 and not listen.startswith("unix:"):
+        raise BindError(f"cannot listen on {listen} (address in use or not local)")
+    for name in (*services[:2], ""):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, health_servicer, port

@@ -1,0 +1,147 @@
+"""The vtpm.v1 Manager and Tpm services, on top of the vTPM manager."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import grpc
+
+from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from domS0.execution import run_command
+from domS0.logs import log_request
+from vtpm_manager.errors import InvalidArgument, ManagerError
+from vtpm_manager.instance import Instance, Lease
+from vtpm_manager.manager import VtpmManager
+
+from .auth import describe_caller
+from .status import abort_on_refusal, status_of
+
+ControlSocketOf = Callable[[Instance], str]
+
+
+def to_message(instance: Instance, control_socket: str = "") -> pb.Vtpm:
+    record = instance.record
+    return pb.Vtpm(
+        uuid=record.uuid,
+        name=record.name,
+        engine=record.engine,
+        state=pb.VTPM_STATE_RUNNING if instance.running else pb.VTPM_STATE_STOPPED,
+        holder=instance.holder or "",
+        metadata=record.metadata,
+        created_unix=record.created_unix,
+        control_socket=control_socket if instance.running else "",
+    )
+
+
+class ManagerServicer(pb_grpc.ManagerServicer):
+    def __init__(self, manager: VtpmManager, control_socket_of: ControlSocketOf) -> None:
+        self._manager = manager
+        self._socket_of = control_socket_of
+
+    def _message(self, instance: Instance) -> pb.Vtpm:
+        return to_message(instance, self._socket_of(instance))
+
+    def _logged(self, method: str, context: grpc.ServicerContext, vtpm: str,
+                started: float) -> None:
+        log_request("api request", started, method=method, vtpm=vtpm,
+                    caller=describe_caller(context))
+
+    @abort_on_refusal
+    def CreateVtpm(self, request: pb.CreateVtpmRequest,
+                   context: grpc.ServicerContext) -> pb.Vtpm:
+        started = time.perf_counter()
+        try:
+            instance = self._manager.create(
+                request.name, request.engine, dict(request.metadata), request.start
+            )
+            return self._message(instance)
+        finally:
+            self._logged("CreateVtpm", context, request.name, started)
+
+    @abort_on_refusal
+    def GetVtpm(self, request: pb.GetVtpmRequest, context: grpc.ServicerContext) -> pb.Vtpm:
+        return self._message(self._manager.get(request.vtpm))
+
+    @abort_on_refusal
+    def ListVtpms(self, request: pb.ListVtpmsRequest,
+                  context: grpc.ServicerContext) -> pb.ListVtpmsResponse:
+        return pb.ListVtpmsResponse(vtpms=[self._message(i) for i in self._manager.list()])
+
+    @abort_on_refusal
+    def DeleteVtpm(self, request: pb.DeleteVtpmRequest,
+                   context: grpc.ServicerContext) -> pb.DeleteVtpmResponse:
+        started = time.perf_counter()
+        try:
+            self._manager.delete(request.vtpm)
+            return pb.DeleteVtpmResponse()
+        finally:
+            self._logged("DeleteVtpm", context, request.vtpm, started)
+
+    @abort_on_refusal
+    def StartVtpm(self, request: pb.StartVtpmRequest, context: grpc.ServicerContext) -> pb.Vtpm:
+        started = time.perf_counter()
+        try:
+            return self._message(self._manager.start(request.vtpm))
+        finally:
+            self._logged("StartVtpm", context, request.vtpm, started)
+
+    @abort_on_refusal
+    def StopVtpm(self, request: pb.StopVtpmRequest, context: grpc.ServicerContext) -> pb.Vtpm:
+        started = time.perf_counter()
+        try:
+            return self._message(self._manager.stop(request.vtpm))
+        finally:
+            self._logged("StopVtpm", context, request.vtpm, started)
+
+
+class TpmServicer(pb_grpc.TpmServicer):
+    def __init__(self, manager: VtpmManager, control_socket_of: ControlSocketOf) -> None:
+        self._manager = manager
+        self._socket_of = control_socket_of
+
+    @abort_on_refusal
+    def Transmit(self, request: pb.TransmitRequest,
+                 context: grpc.ServicerContext) -> pb.TransmitResponse:
+        instance = self._manager.get(request.vtpm)
+        response = run_command(instance, request.command, request.locality, None,
+                               describe_caller(context))
+        return pb.TransmitResponse(response=response)
+
+    def Attach(self, requests: Iterator[pb.AttachRequest],
+               context: grpc.ServicerContext) -> Iterator[pb.AttachResponse]:
+        caller = describe_caller(context)
+        try:
+            first = next(requests)
+        except StopIteration:
+            return
+        if first.WhichOneof("op") != "attach":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "the first message of an Attach stream must be `attach`")
+        lease: Lease | None = None
+        try:
+            instance = self._manager.get(first.attach.vtpm)
+            holder = first.attach.holder or "a gRPC front end"
+            lease = instance.attach(f"{holder} ({caller})")
+            yield pb.AttachResponse(attached=to_message(instance, self._socket_of(instance)))
+            for request in requests:
+                yield self._serve(instance, lease, request, caller)
+        except ManagerError as exc:
+            context.abort(status_of(exc), str(exc))
+        finally:
+            if lease is not None:
+                instance.detach(lease)
+
+    @staticmethod
+    def _serve(instance: Instance, lease: Lease, request: pb.AttachRequest,
+               caller: str) -> pb.AttachResponse:
+        kind = request.WhichOneof("op")
+        if kind == "command":
+            response = run_command(instance, request.command.command,
+                                   request.command.locality, lease, caller)
+            return pb.AttachResponse(response=pb.TransmitResponse(response=response))
+        if kind == "power_cycle":
+            instance.power_cycle(lease, request.power_cycle.delete_volatile)
+            return pb.AttachResponse(power_cycled=pb.PowerCycleDone())
+        raise InvalidArgument("after `attach`, send `command` or `power_cycle` messages")

@@ -1,0 +1,1 @@
+"""Image hashing, domain manifests, PCR prediction and TCG event logs (later issues)."""

@@ -1,0 +1,1 @@
+"""vTPM instances, their engines, and the encrypted store that keeps their state."""

@@ -1,0 +1,203 @@
+"""The vTPM manager: creates, finds, starts, stops and deletes vTPMs.
+
+It owns the table of instances and the store; callers (DomS0's gRPC servicers and
+socket front ends) identify a vTPM by UUID or by its unique name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import shutil
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from .engines import ENGINE_NAMES, make_engine
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .instance import EngineFactory, Instance
+from .store import Record, StateStore, StateTampered
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[str, Instance], None]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_METADATA_ENTRIES = 32
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 1024
+
+
+def validate_name(name: str) -> None:
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidArgument(
+            f"invalid vTPM name {name!r}: use 1 to 64 characters from A-Z a-z 0-9 _ . -, "
+            "starting with a letter or digit"
+        )
+
+
+def validate_metadata(metadata: Mapping[str, str]) -> None:
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidArgument(f"at most {MAX_METADATA_ENTRIES} metadata entries")
+    for key, value in metadata.items():
+        if not key or len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise InvalidArgument(
+                f"metadata {key!r}: keys are 1..{MAX_METADATA_KEY} characters, values at "
+                f"most {MAX_METADATA_VALUE}"
+            )
+
+
+class VtpmManager:
+    """All vTPMs of one DomS0."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        run_root: Path,
+        default_engine: str = "builtin",
+        factory: EngineFactory = make_engine,
+    ) -> None:
+        if default_engine not in ENGINE_NAMES:
+            raise InvalidArgument(f"unknown default engine {default_engine!r}")
+        self.store = store
+        self.run_root = run_root
+        self.default_engine = default_engine
+        self._factory = factory
+        self._instances: dict[str, Instance] = {}
+        self._lock = threading.Lock()
+        self.load_failures: list[StateTampered] = []
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event, instance)`` on "created" and "deleted"."""
+        self._listeners.append(listener)
+
+    def _notify(self, event: str, instance: Instance) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event, instance)
+            except Exception as exc:
+                log.error("listener failed on %s of %s: %s", event, instance.record.name, exc)
+
+    # -- start and stop of the whole manager -----------------------------------------
+
+    def load(self) -> list[StateTampered]:
+        """Read every record; start the vTPMs that were running. Returns the refusals.
+
+        A record that fails authentication is refused by name and left on disk for
+        inspection; every other vTPM still loads and serves.
+        """
+        records, failures = self.store.load_all()
+        for failure in failures:
+            log.error("%s", failure)
+        self.load_failures = failures
+        for record in records:
+            instance = self._new_instance(record)
+            self._instances[record.uuid] = instance
+            if record.running:
+                try:
+                    instance.start()
+                except Exception as exc:  # one broken vTPM must not stop the others
+                    log.error("vTPM %s could not be restarted: %s", record.name, exc)
+        return failures
+
+    def shutdown(self) -> None:
+        """Commit and stop every engine, keeping running flags for the next start."""
+        for instance in list(self._instances.values()):
+            try:
+                instance.stop(remember=False)
+            except Exception as exc:
+                log.error("vTPM %s: stop failed: %s", instance.record.name, exc)
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def get(self, ref: str) -> Instance:
+        """Find a vTPM by UUID or name."""
+        if not ref:
+            raise InvalidArgument("name the vTPM (its UUID or name)")
+        with self._lock:
+            instance = self._instances.get(ref)
+            if instance is not None:
+                return instance
+            for candidate in self._instances.values():
+                if candidate.record.name == ref:
+                    return candidate
+        raise NotFound(f"no vTPM named {ref!r}; list them with: vtpmctl list")
+
+    def list(self) -> list[Instance]:
+        with self._lock:
+            return sorted(self._instances.values(), key=lambda i: i.record.name)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        engine: str = "",
+        metadata: Mapping[str, str] | None = None,
+        start: bool = False,
+    ) -> Instance:
+        validate_name(name)
+        engine = engine or self.default_engine
+        if engine not in ENGINE_NAMES:
+            raise InvalidArgument(
+                f"unknown engine {engine!r}; choose one of: {', '.join(ENGINE_NAMES)}"
+            )
+        metadata = dict(metadata or {})
+        validate_metadata(metadata)
+        with self._lock:
+            if any(i.record.name == name for i in self._instances.values()):
+                raise AlreadyExists(f"a vTPM named {name!r} exists already")
+            record = Record(
+                uuid=str(uuidlib.uuid4()),
+                name=name,
+                engine=engine,
+                created_unix=int(time.time()),
+                data_key=secrets.token_bytes(32),
+                metadata=metadata,
+            )
+            self.store.save(record)
+            instance = self._new_instance(record)
+            self._instances[record.uuid] = instance
+        self._notify("created", instance)
+        if start:
+            instance.start()
+        log.info("created vTPM %s (%s, engine %s)", name, record.uuid, engine)
+        return instance
+
+    def delete(self, ref: str) -> None:
+        instance = self.get(ref)
+        with instance.lock:
+            if instance.holder is not None:
+                raise FailedPrecondition(
+                    f"vTPM {instance.record.name} is held by {instance.holder}; "
+                    "detach it before deleting"
+                )
+            instance.stop()
+            self.store.delete(instance.record.uuid)
+            with self._lock:
+                self._instances.pop(instance.record.uuid, None)
+            shutil.rmtree(self.run_root / instance.record.uuid, ignore_errors=True)
+        self._notify("deleted", instance)
+        log.info("deleted vTPM %s (%s)", instance.record.name, instance.record.uuid)
+
+    def start(self, ref: str) -> Instance:
+        instance = self.get(ref)
+        instance.start()
+        return instance
+
+    def stop(self, ref: str) -> Instance:
+        instance = self.get(ref)
+        with instance.lock:
+            if instance.holder is not None:
+                raise FailedPrecondition(
+                    f"vTPM {instance.record.name} is held by {instance.holder}; "
+                    "detach it before stopping"
+                )
+            instance.stop()
+        return instance
+
+    def _new_instance(self, record: Record) -> Instance:
+        return Instance(record, self.store, self._factory, self.run_root / record.uuid)
