@@ -1,0 +1,173 @@
+"""Starting real DomS0 and ``vtpmctl attach`` processes on loopback.
+
+Tests, benchmarks and the demo all need the same thing: a DomS0 process on a free
+port, known to be serving, and a clean stop. This module is that, and nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from domS0.client.channel import open_channel
+
+READY_TIMEOUT = 30.0
+
+
+def free_port(span: int = 1) -> int:
+    """A port P such that P .. P+span-1 are free on 127.0.0.1 right now."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + span > 65535:
+            continue
+        if all(_port_free(base + i) for i in range(span)):
+            return base
+    raise RuntimeError("no free port range on 127.0.0.1")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class Doms0Process:
+    """One ``doms0 serve`` child process."""
+
+    def __init__(self, state_dir: Path, *, engine: str = "builtin",
+                 extra_args: tuple[str, ...] = (), log_format: str = "text") -> None:
+        self.state_dir = state_dir
+        self.engine = engine
+        self.extra_args = extra_args
+        self.log_format = log_format
+        self.log_path = state_dir.parent / f"{state_dir.name}.doms0.log"
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.state_dir / "client.token"
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def start(self) -> Doms0Process:
+        self.port = free_port()
+        (self.state_dir / "doms0.listen").unlink(missing_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "domS0.cli.doms0", "serve", "--state-dir",
+             str(self.state_dir), "--listen", self.address, "--default-engine", self.engine,
+             "--log-format", self.log_format, *self.extra_args],
+            stdout=log, stderr=log,
+        )
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        assert self.proc is not None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"doms0 exited with {self.proc.returncode}:\n{self.log()}")
+            if (self.state_dir / "doms0.listen").exists() and self._healthy():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"doms0 not serving after {READY_TIMEOUT} s:\n{self.log()}")
+
+    def _healthy(self) -> bool:
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            except grpc.RpcError:
+                return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def channel(self) -> grpc.Channel:
+        return open_channel(self.address, self.token)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: nothing gets to clean up."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def env(self) -> dict[str, str]:
+        """Environment for vtpmctl aimed at this DomS0."""
+        return {**os.environ, "VTPM_SERVER": self.address,
+                "VTPM_TOKEN_FILE": str(self.token_file)}
+
+
+class AttachProcess:
+    """``vtpmctl attach NAME --swtpm 127.0.0.1:PORT`` as a child process."""
+
+    def __init__(self, doms0: Doms0Process, vtpm: str) -> None:
+        self.doms0 = doms0
+        self.vtpm = vtpm
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+
+    @property
+    def tcti(self) -> str:
+        return f"swtpm:host=127.0.0.1,port={self.port}"
+
+    def start(self) -> AttachProcess:
+        self.port = free_port(2)
+        log_path = self.doms0.state_dir.parent / f"attach-{self.vtpm}-{self.port}.log"
+        with log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "domS0.cli.vtpmctl", "attach", self.vtpm, "--swtpm",
+                 f"127.0.0.1:{self.port}"],
+                stdout=subprocess.PIPE, stderr=log, text=True, env=self.doms0.env(),
+            )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line.startswith("attached"):
+            self.proc.wait(10)
+            raise RuntimeError(f"vtpmctl attach failed: {line}{log_path.read_text()}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

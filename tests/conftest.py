@@ -1,0 +1,97 @@
+"""Shared fixtures: real DomS0 processes, real front ends, real tools."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from domS0.harness import AttachProcess, Doms0Process
+
+ENGINES = ("builtin", "swtpm")
+
+# tool -> the Debian package that provides it
+TOOLS = {
+    "swtpm": "swtpm",
+    "swtpm_ioctl": "swtpm-tools",
+    "tpm2_getrandom": "tpm2-tools",
+    "tpm2-abrmd": "tpm2-abrmd",
+    "dbus-daemon": "dbus",
+}
+
+
+def require_tool(name: str) -> str:
+    """The tool's path, or a failure that says what to install."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed: apt-get install {TOOLS.get(name, name)}")
+    return path
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    if request.param == "swtpm":
+        require_tool("swtpm")
+    return str(request.param)
+
+
+DomS0Factory = Callable[..., Doms0Process]
+
+
+@pytest.fixture
+def start_doms0(tmp_path: Path) -> Iterator[DomS0Factory]:
+    """Start DomS0 processes (each on its own state dir unless given); stop them all."""
+    started: list[Doms0Process] = []
+
+    def start(engine: str = "builtin", state_dir: Path | None = None,
+              **kwargs: object) -> Doms0Process:
+        state = state_dir or tmp_path / f"doms0-{len(started)}"
+        process = Doms0Process(state, engine=engine, **kwargs).start()  # type: ignore[arg-type]
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def doms0(start_doms0: DomS0Factory, engine: str) -> Doms0Process:
+    return start_doms0(engine)
+
+
+@pytest.fixture
+def manager(doms0: Doms0Process) -> Iterator[pb_grpc.ManagerStub]:
+    with doms0.channel() as channel:
+        yield pb_grpc.ManagerStub(channel)
+
+
+@pytest.fixture
+def tpm(doms0: Doms0Process) -> Iterator[pb_grpc.TpmStub]:
+    with doms0.channel() as channel:
+        yield pb_grpc.TpmStub(channel)
+
+
+@pytest.fixture
+def vtpm(manager: pb_grpc.ManagerStub, engine: str) -> pb.Vtpm:
+    """A started vTPM on the DomS0 under test."""
+    return manager.CreateVtpm(pb.CreateVtpmRequest(name="vm1", engine=engine, start=True))
+
+
+@pytest.fixture
+def attach(doms0: Doms0Process) -> Iterator[Callable[[str], AttachProcess]]:
+    """Start ``vtpmctl attach`` front ends; stop them all afterwards."""
+    started: list[AttachProcess] = []
+
+    def start(name: str) -> AttachProcess:
+        process = AttachProcess(doms0, name).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
