@@ -149,11 +149,14 @@ class Instance:
         with self.lock:
             self._check_lease(lease)
             self._require_engine()
-            candidate = self._launch(state)
-            previous = self._engine
-            self._engine = candidate
-            if previous is not None:
-                previous.stop()
+            # Engines own their run directory, so the old one stops before the new
+            # one starts; a state the engine refuses brings the committed one back.
+            self._shutdown_engine()
+            try:
+                self._engine = self._launch(state)
+            except Unavailable:
+                self._engine = self._launch(self.record.state)
+                raise
             if not self._try_commit():
                 raise Unavailable(f"state of vTPM {self.record.name} could not be stored")
 

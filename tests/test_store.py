@@ -1,0 +1,99 @@
+"""The state store: records open only as written, under the right KEK, for the right vTPM."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vtpm_manager.kek import KeyEncryptionKey, load_development_kek
+from vtpm_manager.store import (
+    Record,
+    StateStore,
+    StateTampered,
+    decode,
+    encode,
+    open_blob,
+    seal_blob,
+)
+
+
+def record(**changes: object) -> Record:
+    base = dict(uuid="3f1c0d3e-0000-4000-8000-000000000001", name="vm", engine="builtin",
+                created_unix=1, data_key=os.urandom(32), metadata={"k": "v"}, running=True,
+                state=b"engine state " * 100)
+    base.update(changes)
+    return Record(**base)  # type: ignore[arg-type]
+
+
+KEK = KeyEncryptionKey(os.urandom(32), origin="test")
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    original = record()
+    assert decode(encode(original, KEK), KEK, tmp_path / "x.vtpm") == original
+    empty = record(state=None, running=False)
+    assert decode(encode(empty, KEK), KEK, tmp_path / "x.vtpm") == empty
+
+
+def test_every_flipped_bit_region_is_refused(tmp_path: Path) -> None:
+    blob = encode(record(), KEK)
+    for position in (0, 9, 12, 20, len(blob) // 2, len(blob) - 1):
+        altered = bytearray(blob)
+        altered[position] ^= 0x01
+        with pytest.raises(StateTampered):
+            decode(bytes(altered), KEK, tmp_path / "x.vtpm")
+
+
+def test_wrong_kek_and_swapped_uuid_are_refused(tmp_path: Path) -> None:
+    blob = encode(record(), KEK)
+    with pytest.raises(StateTampered, match="data key"):
+        decode(blob, KeyEncryptionKey(os.urandom(32), origin="other"), tmp_path / "x.vtpm")
+    other = encode(record(uuid="3f1c0d3e-0000-4000-8000-000000000002"), KEK)
+    # Graft one record's wrapped key into another's header: the UUID binding refuses it.
+    text = blob.replace(b"3f1c0d3e-0000-4000-8000-000000000001",
+                        b"3f1c0d3e-0000-4000-8000-000000000002")
+    assert text != other
+    with pytest.raises(StateTampered):
+        decode(text, KEK, tmp_path / "x.vtpm")
+
+
+def test_unknown_version_is_refused_not_misread(tmp_path: Path) -> None:
+    blob = bytearray(encode(record(), KEK))
+    blob[9] = 2  # the u16 version's low byte
+    with pytest.raises(StateTampered, match="version 2"):
+        decode(bytes(blob), KEK, tmp_path / "x.vtpm")
+
+
+def test_store_loads_the_good_and_names_the_bad(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "vtpms", KEK)
+    good, bad = record(name="good"), record(name="bad",
+                                           uuid="3f1c0d3e-0000-4000-8000-00000000000b")
+    store.save(good)
+    store.save(bad)
+    path = store.path_of(bad.uuid)
+    path.write_bytes(path.read_bytes()[:-1])
+    records, failures = store.load_all()
+    assert records == [good]
+    assert len(failures) == 1 and "vTPM bad (" in str(failures[0])
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_state_blobs_open_only_for_their_vtpm() -> None:
+    mine, other = record(), record(uuid="3f1c0d3e-0000-4000-8000-00000000000c")
+    blob = seal_blob(mine, b"state")
+    assert open_blob(mine, blob) == b"state"
+    with pytest.raises(ValueError):
+        open_blob(other, blob)
+
+
+def test_development_kek_file(tmp_path: Path) -> None:
+    path = tmp_path / "kek.dev"
+    first = load_development_kek(path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    wrapped = first.wrap(b"k" * 32, "owner")
+    assert load_development_kek(path).unwrap(wrapped, "owner") == b"k" * 32
+    path.chmod(0o644)
+    with pytest.raises(PermissionError, match="chmod 600"):
+        load_development_kek(path)
