@@ -24,11 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-engine", choices=("builtin", "swtpm"))
     serve.add_argument("--log-format", choices=("text", "json"))
     serve.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    demo = sub.add_parser("demo", help="run a DomS0, measure a sample domain, attest it")
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from domS0.demo import main as demo_main
+
+        return demo_main(args.demo_args)
     if args.command == "serve":
         try:
             settings = load_settings(args.config, {

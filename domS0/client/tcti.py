@@ -2,10 +2,12 @@
 
     from tpm2_pytss import ESAPI
     from domS0.client.tcti import GrpcTcti
-    with ESAPI(GrpcTcti("127.0.0.1:7340", "vm1", token)) as esapi:
+    tcti = GrpcTcti("127.0.0.1:7340", "vm1", token)
+    with ESAPI(tcti) as esapi:
         esapi.get_random(16)
+    tcti.close()
 
-The TCTI holds the vTPM (Attach) from its first command until it is finalized.
+The TCTI holds the vTPM (Attach) from its first command until it is closed.
 """
 
 from __future__ import annotations
@@ -37,5 +39,9 @@ class GrpcTcti(PyTCTI):
         self._locality = locality
 
     def do_finalize(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Detach now; tpm2-pytss may finalize a Python TCTI only when it is collected."""
         self._link.close()
         self._channel.close()

@@ -27,6 +27,7 @@ def test_esapi_over_grpc_tcti(doms0: Doms0Process, vtpm: pb.Vtpm) -> None:
     tcti = GrpcTcti(doms0.address, vtpm.name, doms0.token)
     with ESAPI(tcti) as esapi:
         exercise(esapi)
+    tcti.close()
 
 
 def test_esapi_over_swtpm_front_end(vtpm: pb.Vtpm, attach) -> None:
