@@ -16,7 +16,7 @@ from vtpm_manager.manager import VtpmManager
 from .auth import TokenInterceptor
 from .servicers import ControlSocketOf, ManagerServicer, TpmServicer
 
-MAX_WORKERS = 64
+MAX_WORKERS = 256
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 
