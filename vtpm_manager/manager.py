@@ -49,6 +49,14 @@ def validate_metadata(metadata: Mapping[str, str]) -> None:
             )
 
 
+def _refuse_if_held(instance: Instance, action: str) -> None:
+    if instance.holder is not None:
+        raise FailedPrecondition(
+            f"vTPM {instance.record.name} is held by {instance.holder}; "
+            f"detach it before {action}"
+        )
+
+
 class VtpmManager:
     """All vTPMs of one DomS0."""
 
@@ -170,11 +178,7 @@ class VtpmManager:
     def delete(self, ref: str) -> None:
         instance = self.get(ref)
         with instance.lock:
-            if instance.holder is not None:
-                raise FailedPrecondition(
-                    f"vTPM {instance.record.name} is held by {instance.holder}; "
-                    "detach it before deleting"
-                )
+            _refuse_if_held(instance, "deleting")
             instance.stop()
             self.store.delete(instance.record.uuid)
             with self._lock:
@@ -191,11 +195,7 @@ class VtpmManager:
     def stop(self, ref: str) -> Instance:
         instance = self.get(ref)
         with instance.lock:
-            if instance.holder is not None:
-                raise FailedPrecondition(
-                    f"vTPM {instance.record.name} is held by {instance.holder}; "
-                    "detach it before stopping"
-                )
+            _refuse_if_held(instance, "stopping")
             instance.stop()
         return instance
 

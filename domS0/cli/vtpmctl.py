@@ -95,15 +95,12 @@ def cmd_delete(args: argparse.Namespace, channel: grpc.Channel) -> None:
     print(f"deleted {args.name}")
 
 
-def cmd_start(args: argparse.Namespace, channel: grpc.Channel) -> None:
-    vtpm = pb_grpc.ManagerStub(channel).StartVtpm(pb.StartVtpmRequest(vtpm=args.name),
-                                                 timeout=RPC_TIMEOUT)
-    _print_vtpm(vtpm, args.json)
-
-
-def cmd_stop(args: argparse.Namespace, channel: grpc.Channel) -> None:
-    vtpm = pb_grpc.ManagerStub(channel).StopVtpm(pb.StopVtpmRequest(vtpm=args.name),
-                                                timeout=RPC_TIMEOUT)
+def cmd_start_or_stop(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    stub = pb_grpc.ManagerStub(channel)
+    if args.command == "start":
+        vtpm = stub.StartVtpm(pb.StartVtpmRequest(vtpm=args.name), timeout=RPC_TIMEOUT)
+    else:
+        vtpm = stub.StopVtpm(pb.StopVtpmRequest(vtpm=args.name), timeout=RPC_TIMEOUT)
     _print_vtpm(vtpm, args.json)
 
 
@@ -158,7 +155,8 @@ def cmd_attach(args: argparse.Namespace, channel: grpc.Channel) -> None:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, grpc.Channel], None]] = {
     "create": cmd_create, "list": cmd_list, "show": cmd_show, "delete": cmd_delete,
-    "start": cmd_start, "stop": cmd_stop, "transmit": cmd_transmit, "attach": cmd_attach,
+    "start": cmd_start_or_stop, "stop": cmd_start_or_stop, "transmit": cmd_transmit,
+    "attach": cmd_attach,
 }
 
 

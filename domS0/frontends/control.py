@@ -23,6 +23,15 @@ from vtpm_manager.commands import error_response as _tpm_error
 log = logging.getLogger(__name__)
 
 TPM_RC_FAILURE = 0x101
+
+# What every front end offers: the platform controls QEMU and the TSS use. State
+# blobs and SET_DATAFD are added where they make sense (DomS0's own Unix socket).
+PLATFORM_CAPS = (
+    ctrl.Capability.INIT | ctrl.Capability.SHUTDOWN | ctrl.Capability.GET_TPMESTABLISHED
+    | ctrl.Capability.SET_LOCALITY | ctrl.Capability.CANCEL_TPM_CMD
+    | ctrl.Capability.STORE_VOLATILE | ctrl.Capability.RESET_TPMESTABLISHED
+    | ctrl.Capability.STOP | ctrl.Capability.GET_CONFIG | ctrl.Capability.SET_BUFFERSIZE
+)
 BUFFER_SIZE = 4096
 MIN_BUFFER_SIZE = 2808
 

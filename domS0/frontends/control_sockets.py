@@ -24,18 +24,14 @@ from vtpm_manager.instance import Instance, Lease
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.store import open_blob, seal_blob
 
-from .control import BackendError, ControlSession
+from .control import PLATFORM_CAPS, BackendError, ControlSession
 from .framing import read_command
 
 log = logging.getLogger(__name__)
 
 CAPS = (
-    ctrl.Capability.INIT | ctrl.Capability.SHUTDOWN | ctrl.Capability.GET_TPMESTABLISHED
-    | ctrl.Capability.SET_LOCALITY | ctrl.Capability.CANCEL_TPM_CMD
-    | ctrl.Capability.STORE_VOLATILE | ctrl.Capability.RESET_TPMESTABLISHED
-    | ctrl.Capability.GET_STATEBLOB | ctrl.Capability.SET_STATEBLOB | ctrl.Capability.STOP
-    | ctrl.Capability.GET_CONFIG | ctrl.Capability.SET_DATAFD
-    | ctrl.Capability.SET_BUFFERSIZE | ctrl.Capability.LOCK_STORAGE
+    PLATFORM_CAPS | ctrl.Capability.GET_STATEBLOB | ctrl.Capability.SET_STATEBLOB
+    | ctrl.Capability.SET_DATAFD | ctrl.Capability.LOCK_STORAGE
 )
 RECV_BYTES = 65536
 STALL_SECONDS = 0.5

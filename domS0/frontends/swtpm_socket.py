@@ -16,17 +16,12 @@ import threading
 from domS0.client.attach import AttachLink, LinkError
 from tpm_emulator import swtpm_ctrl as ctrl
 
-from .control import BackendError, ControlSession
+from .control import PLATFORM_CAPS, BackendError, ControlSession
 from .framing import enable_nodelay, read_command
 
 log = logging.getLogger(__name__)
 
-CAPS = (
-    ctrl.Capability.INIT | ctrl.Capability.SHUTDOWN | ctrl.Capability.GET_TPMESTABLISHED
-    | ctrl.Capability.SET_LOCALITY | ctrl.Capability.CANCEL_TPM_CMD
-    | ctrl.Capability.STORE_VOLATILE | ctrl.Capability.RESET_TPMESTABLISHED
-    | ctrl.Capability.STOP | ctrl.Capability.GET_CONFIG | ctrl.Capability.SET_BUFFERSIZE
-)
+CAPS = PLATFORM_CAPS
 STALL_SECONDS = 0.5
 
 
