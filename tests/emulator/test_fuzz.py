@@ -1,0 +1,47 @@
+"""Whatever bytes arrive, the TPM answers with a well-formed response and never raises."""
+
+from __future__ import annotations
+
+import struct
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tpm_emulator import TPM
+from tpm_emulator.commands import COMMANDS
+
+_TPM = TPM()
+_TPM.execute(struct.pack(">HIIH", 0x8001, 12, 0x144, 0))
+
+
+def well_formed(resp: bytes) -> None:
+    assert isinstance(resp, bytes) and len(resp) >= 10
+    tag, size, code = struct.unpack_from(">HII", resp)
+    assert size == len(resp)
+    assert tag in (0x8001, 0x8002, 0x00C4)
+    if code != 0:
+        assert len(resp) == 10
+    assert resp  # and, implicitly: no exception
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.binary(max_size=64))
+def test_random_bytes(data: bytes) -> None:
+    well_formed(_TPM.execute(data))
+
+
+@settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.sampled_from(sorted(COMMANDS)), st.sampled_from([0x8001, 0x8002]),
+       st.binary(max_size=120), st.integers(0, 4))
+def test_random_bodies_for_every_command(cc: int, tag: int, body: bytes, loc: int) -> None:
+    cmd = struct.pack(">HII", tag, 10 + len(body), cc) + body
+    well_formed(_TPM.execute(cmd, loc))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=1, max_size=40))
+def test_password_sessions_with_random_parameters(params: bytes) -> None:
+    auth = struct.pack(">IHBH", 0x40000009, 0, 1, 0)
+    for cc, handle in ((0x182, 16), (0x13C, 23), (0x13D, 16)):
+        body = struct.pack(">II", handle, len(auth)) + auth + params
+        well_formed(_TPM.execute(struct.pack(">HII", 0x8002, 10 + len(body), cc) + body))

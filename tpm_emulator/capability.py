@@ -1,0 +1,110 @@
+"""TPM2_GetCapability (Part 3, 30.2): what the TPM reports about itself.
+
+Everything listed is derived from what is implemented — the command table, the hash
+table, the PCR attribute table — so the report cannot drift from the code. Paging
+follows Part 3: return entries at or after ``property``, at most ``propertyCount``,
+and set moreData when more remain (tpm2-tools restarts from the last one + 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from .commands import COMMANDS
+from .constants import (
+    CAP,
+    HT,
+    MAX_CAP_ALGS,
+    MAX_CAP_CC,
+    MAX_CAP_HANDLES,
+    MAX_PCR_PROPERTIES,
+    MAX_TPM_PROPERTIES,
+    PCR_SELECT_MAX,
+    PT_FIXED,
+    RC,
+    RH,
+    TPMA_ALGORITHM_HASH,
+)
+from .crypto import HASHES
+from .errors import TpmError, with_parameter
+from .pcr import pcr_property_bitmaps
+from .structures import (
+    TPML_ALG_PROPERTY,
+    TPML_CC,
+    TPML_CCA,
+    TPML_EMPTY,
+    TPML_HANDLE,
+    TPML_PCR_SELECTION,
+    TPML_TAGGED_PCR_PROPERTY,
+    TPML_TAGGED_TPM_PROPERTY,
+    TPMS_ALG_PROPERTY,
+    TPMS_CAPABILITY_DATA,
+    TPMS_PCR_SELECTION,
+    TPMS_TAGGED_PCR_SELECT,
+    TPMS_TAGGED_PROPERTY,
+)
+
+T = TypeVar("T")
+
+# TPM_CAP_ALGS: only what a command can actually use. Hashes serve PCR banks, Hash,
+# sessions and tickets; nothing else (no keys, no symmetric modes) is exposed yet.
+ALGORITHMS: tuple[tuple[int, int], ...] = tuple(
+    (alg, TPMA_ALGORITHM_HASH) for alg in sorted(HASHES)
+)
+
+PERMANENT_HANDLES: tuple[int, ...] = (
+    RH.OWNER, RH.NULL, RH.PW, RH.LOCKOUT, RH.ENDORSEMENT, RH.PLATFORM, RH.PLATFORM_NV,
+)
+
+PCR_PROPERTIES = pcr_property_bitmaps()
+
+
+def page(items: Sequence[T], key: Callable[[T], int], start: int, count: int,
+         limit: int) -> tuple[bool, list[T]]:
+    """Entries with key >= start, at most min(count, limit); and whether more remain."""
+    eligible = [i for i in items if key(i) >= start]
+    n = min(count, limit)
+    return len(eligible) > n, eligible[:n]
+
+
+def get_capability(
+    capability: int, prop: int, count: int,
+    handles: Callable[[int], list[int]],
+    tpm_properties: Callable[[], dict[int, int]],
+) -> tuple[bool, TPMS_CAPABILITY_DATA]:
+    data: Any
+    more = False
+    if capability == CAP.ALGS:
+        more, algs = page(ALGORITHMS, lambda a: a[0], prop & 0xFFFF if prop <= 0xFFFF
+                          else 0x10000, count, MAX_CAP_ALGS)
+        data = TPML_ALG_PROPERTY(tuple(TPMS_ALG_PROPERTY(a, p) for a, p in algs))
+    elif capability == CAP.HANDLES:
+        htype = prop >> 24
+        if htype not in (HT.PCR, HT.NV_INDEX, HT.HMAC_SESSION, HT.POLICY_SESSION,
+                         HT.PERMANENT, HT.TRANSIENT, HT.PERSISTENT):
+            raise TpmError(with_parameter(RC.HANDLE, 2), "no such handle type")
+        more, hs = page(handles(htype), lambda h: h, prop, count, MAX_CAP_HANDLES)
+        data = TPML_HANDLE(tuple(hs))
+    elif capability == CAP.COMMANDS:
+        cmds = sorted(COMMANDS.values(), key=lambda c: c.cc)
+        more, sel = page(cmds, lambda c: c.cc, prop, count, MAX_CAP_CC)
+        data = TPML_CCA(tuple(c.tpma_cc for c in sel))
+    elif capability in (CAP.PP_COMMANDS, CAP.AUDIT_COMMANDS):
+        data = TPML_CC(())  # no physical-presence or audited commands
+    elif capability == CAP.PCRS:
+        full = bytes([0xFF] * PCR_SELECT_MAX)
+        data = TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(alg, full) for alg in sorted(HASHES)))
+    elif capability == CAP.TPM_PROPERTIES:
+        props = sorted(tpm_properties().items())
+        start = max(prop, PT_FIXED)
+        more, sel_p = page(props, lambda p: p[0], start, count, MAX_TPM_PROPERTIES)
+        data = TPML_TAGGED_TPM_PROPERTY(tuple(TPMS_TAGGED_PROPERTY(k, v) for k, v in sel_p))
+    elif capability == CAP.PCR_PROPERTIES:
+        more, sel_r = page(sorted(PCR_PROPERTIES.items()), lambda p: p[0], prop, count,
+                           MAX_PCR_PROPERTIES)
+        data = TPML_TAGGED_PCR_PROPERTY(tuple(TPMS_TAGGED_PCR_SELECT(k, v) for k, v in sel_r))
+    else:  # ECC_CURVES, AUTH_POLICIES, ACT: nothing implemented to report
+        data = TPML_EMPTY(())
+    return more, TPMS_CAPABILITY_DATA(capability, data)
+

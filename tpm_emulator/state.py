@@ -1,0 +1,218 @@
+"""The TPM's state, and its snapshot format.
+
+Live state is split as Part 1 splits it (and the reference's ``gp``/``gr``/``gc``):
+
+* ``PermanentState`` — survives everything but manufacture: primary seeds, hierarchy
+  proofs, Clock, reset/restart counts, and what the last TPM2_Shutdown left behind.
+* ``ResetData`` — lives from one TPM Reset to the next: nullProof, PCR values and
+  pcrUpdateCounter, the context counter and the saved-session table. TPM2_Shutdown(STATE)
+  stores a copy of it so a TPM Restart/Resume can bring it back.
+* volatile state (in ``TPM``) — started flag, loaded sessions, Time.
+
+``encode``/``decode`` turn all of it into a versioned blob: magic, format version, the
+body in the TPM's own big-endian wire encoding (deterministic: same state, same bytes),
+and a SHA-256 over all of it to catch corruption. Loaded sessions are kept in the
+snapshot, so a restored TPM continues mid-session. The blob is *not* encrypted or
+authenticated against an attacker: the vTPM manager seals it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from .codec import UINT8, UINT32, UINT64, Int, ListOf, Sized, unmarshal
+from .constants import IMPLEMENTATION_PCR, MAX_ACTIVE_SESSIONS, MAX_LOADED_SESSIONS, RC, SE
+from .crypto import HASHES
+from .errors import StateFormatError, TpmError
+from .lifecycle import Orderly
+from .pcr import PcrBanks
+from .sessions import Session, SessionTable
+
+SEED_SIZE = 64  # octets; enough for SHA-512-strength hierarchies later
+PROOF_SIZE = 64
+
+MAGIC = b"VTPMSTAT"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct(">8sHI")
+
+
+@dataclass
+class ResetData:
+    """State that lives from one TPM Reset to the next (the reference's ``gr``)."""
+
+    null_proof: bytes = field(default_factory=lambda: os.urandom(PROOF_SIZE))
+    pcrs: PcrBanks = field(default_factory=PcrBanks)
+    sessions: SessionTable = field(default_factory=SessionTable)
+
+    def saved_copy(self) -> ResetData:
+        """What Shutdown(STATE) keeps: everything but the loaded sessions."""
+        table = SessionTable({}, dict(self.sessions.saved), self.sessions.context_counter)
+        return ResetData(self.null_proof, self.pcrs.copy(), table)
+
+
+@dataclass
+class PermanentState:
+    """Survives power loss and every kind of Startup (the reference's ``gp``)."""
+
+    eps: bytes
+    sps: bytes
+    pps: bytes
+    ph_proof: bytes
+    sh_proof: bytes
+    eh_proof: bytes
+    clock_ms: int = 0
+    reset_count: int = 0
+    restart_count: int = 0
+    orderly: Orderly = Orderly.NONE
+    shutdown_state: ResetData | None = None  # present after Shutdown(STATE)
+
+    @classmethod
+    def manufacture(cls) -> PermanentState:
+        """Fresh random seeds and proofs: what a TPM gets in the factory."""
+        r = os.urandom
+        # Leaving the factory counts as an orderly shutdown (swtpm reports a fresh TPM's
+        # first Startup as orderly, with Clock "safe").
+        return cls(r(SEED_SIZE), r(SEED_SIZE), r(SEED_SIZE),
+                   r(PROOF_SIZE), r(PROOF_SIZE), r(PROOF_SIZE), orderly=Orderly.CLEAR)
+
+
+# ---- snapshot records: the same codec as the wire, so the encoding is fixed ----------
+_Secret = Annotated[bytes, Sized(PROOF_SIZE, PROOF_SIZE)]
+_Digest = Annotated[bytes, Sized(64)]
+_Hash = Annotated[int, Int("H", HASHES, RC.HASH)]
+
+
+@dataclass(frozen=True)
+class PcrBankRecord:
+    alg: _Hash
+    values: Annotated[tuple[bytes, ...], ListOf(_Digest, IMPLEMENTATION_PCR)]
+
+
+@dataclass(frozen=True)
+class SavedSlotRecord:
+    index: UINT8
+    sequence: UINT64
+
+
+@dataclass(frozen=True)
+class LoadedSessionRecord:
+    index: UINT8
+    kind: Annotated[int, Int("B", tuple(SE))]
+    authHash: _Hash
+    nonceTPM: _Digest
+    sessionKey: _Digest
+    bindName: Annotated[bytes, Sized(128)]
+    policyDigest: _Digest
+
+
+@dataclass(frozen=True)
+class ResetDataRecord:
+    nullProof: _Secret
+    pcrUpdateCounter: UINT32
+    pcrs: Annotated[tuple[PcrBankRecord, ...], ListOf(PcrBankRecord, len(HASHES))]
+    contextCounter: UINT64
+    savedSessions: Annotated[tuple[SavedSlotRecord, ...], ListOf(SavedSlotRecord,
+                                                                 MAX_ACTIVE_SESSIONS)]
+    loadedSessions: Annotated[tuple[LoadedSessionRecord, ...], ListOf(LoadedSessionRecord,
+                                                                      MAX_LOADED_SESSIONS)]
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """Format version 1 of the whole TPM."""
+
+    eps: _Secret
+    sps: _Secret
+    pps: _Secret
+    phProof: _Secret
+    shProof: _Secret
+    ehProof: _Secret
+    clock: UINT64
+    resetCount: UINT32
+    restartCount: UINT32
+    orderly: Annotated[int, Int("B", tuple(Orderly))]
+    shutdownState: Annotated[tuple[ResetDataRecord, ...], ListOf(ResetDataRecord, 1)]
+    started: Annotated[int, Int("B", (0, 1))]
+    startupOrderly: Annotated[int, Int("B", (0, 1))]
+    clockSafe: Annotated[int, Int("B", (0, 1))]
+    time: UINT64
+    current: Annotated[tuple[ResetDataRecord, ...], ListOf(ResetDataRecord, 1)]
+
+
+def reset_record(rd: ResetData) -> ResetDataRecord:
+    return ResetDataRecord(
+        rd.null_proof,
+        rd.pcrs.update_counter,
+        tuple(PcrBankRecord(alg, tuple(v)) for alg, v in sorted(rd.pcrs.banks.items())),
+        rd.sessions.context_counter,
+        tuple(SavedSlotRecord(i, s) for i, s in sorted(rd.sessions.saved.items())),
+        tuple(
+            LoadedSessionRecord(s.index, s.kind, s.auth_hash, s.nonce_tpm, s.session_key,
+                                s.bind_name, s.policy_digest)
+            for _, s in sorted(rd.sessions.loaded.items())
+        ),
+    )
+
+
+def reset_data(rec: ResetDataRecord) -> ResetData:
+    """Rebuild live reset data, refusing anything our own encoder could not have written."""
+    pcrs = PcrBanks()
+    if sorted(b.alg for b in rec.pcrs) != sorted(HASHES):
+        raise StateFormatError("PCR banks do not match this TPM's hash algorithms")
+    for bank in rec.pcrs:
+        size = HASHES[bank.alg].size
+        if len(bank.values) != IMPLEMENTATION_PCR or any(len(v) != size for v in bank.values):
+            raise StateFormatError(f"PCR bank 0x{bank.alg:04X} is malformed")
+        pcrs.banks[bank.alg] = list(bank.values)
+    pcrs.update_counter = rec.pcrUpdateCounter
+    table = SessionTable({}, {}, rec.contextCounter)
+    for slot in rec.savedSessions:
+        if slot.index >= MAX_ACTIVE_SESSIONS or slot.index in table.saved:
+            raise StateFormatError("saved session table is malformed")
+        table.saved[slot.index] = slot.sequence
+    for s in rec.loadedSessions:
+        if s.index >= MAX_ACTIVE_SESSIONS or s.index in table.saved or s.index in table.loaded:
+            raise StateFormatError("loaded session table is malformed")
+        table.loaded[s.index] = Session(s.index, s.kind, s.authHash, s.nonceTPM,
+                                        s.sessionKey, s.bindName, s.policyDigest)
+    return ResetData(rec.nullProof, pcrs, table)
+
+
+def encode(record: StateRecord) -> bytes:
+    from .codec import marshal
+
+    body = marshal(record)
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(body))
+    return head + body + hashlib.sha256(head + body).digest()
+
+
+def decode(blob: bytes) -> StateRecord:
+    """Parse a snapshot, raising ``StateFormatError`` for anything but a sound v1 blob."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise StateFormatError(f"a TPM state blob is bytes, not {type(blob).__name__}")
+    blob = bytes(blob)
+    if len(blob) < _HEADER.size + 32:
+        raise StateFormatError("not a TPM state blob: too short")
+    magic, version, length = _HEADER.unpack_from(blob)
+    if magic != MAGIC:
+        raise StateFormatError("not a TPM state blob: bad magic")
+    if version != FORMAT_VERSION:
+        raise StateFormatError(
+            f"TPM state format version {version} is not supported (this build reads "
+            f"version {FORMAT_VERSION})"
+        )
+    if len(blob) != _HEADER.size + length + 32:
+        raise StateFormatError("TPM state blob length does not match its header")
+    body_end = _HEADER.size + length
+    if hashlib.sha256(blob[:body_end]).digest() != blob[body_end:]:
+        raise StateFormatError("TPM state blob is corrupted (checksum mismatch)")
+    try:
+        return unmarshal(StateRecord, blob[_HEADER.size : body_end])
+    except TpmError as e:
+        raise StateFormatError(f"TPM state blob body is malformed ({e})") from None
+
+
