@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from domS0.logs import log_request
+from tpm_emulator import response_code
 from tpm_emulator.constants import command_name
-from vtpm_manager.commands import command_code, response_code
+from tpm_emulator.mutations import command_code
 from vtpm_manager.errors import ManagerError
 from vtpm_manager.instance import Instance, Lease
 
@@ -26,7 +27,7 @@ def run_command(
         raise
     finally:
         code = command_code(command)
-        rc = response_code(response)
+        rc = response_code(response) if response else None
         log_request(
             "tpm command", started, vtpm=instance.record.name, caller=caller,
             command=command_name(code) if code is not None else "(no header)",

@@ -18,9 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
-from tpm_emulator.frame import check_frame
+from tpm_emulator.constants import RC
+from tpm_emulator.frame import check_frame, error_response
+from tpm_emulator.mutations import may_change_state
 
-from .commands import TPM_RC_NV_UNAVAILABLE, error_response, may_change_state
 from .engine import Engine, EngineError
 from .errors import FailedPrecondition, InvalidArgument, Unavailable
 from .store import Record, StateStore
@@ -125,7 +126,7 @@ class Instance:
             except EngineError as exc:
                 self._recover(exc)
             if may_change_state(command) and not self._try_commit():
-                return error_response(TPM_RC_NV_UNAVAILABLE)
+                return error_response(RC.NV_UNAVAILABLE)
             return response
 
     def power_cycle(self, lease: Lease | None, delete_volatile: bool) -> None:

@@ -121,7 +121,7 @@ def cmd_transmit(args: argparse.Namespace, channel: grpc.Channel) -> None:
 
 def cmd_attach(args: argparse.Namespace, channel: grpc.Channel) -> None:
     from domS0.client.attach import AttachLink, LinkError
-    from domS0.frontends.swtpm_socket import SwtpmSocketFrontEnd
+    from domS0.frontends.swtpm_socket import attach_server
 
     host, sep, port_text = args.swtpm.rpartition(":")
     if not sep or not port_text.isdigit():
@@ -133,12 +133,12 @@ def cmd_attach(args: argparse.Namespace, channel: grpc.Channel) -> None:
         raise CliError(str(exc), EXIT_UNREACHABLE if exc.code ==
                        grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED) from None
     try:
-        front = SwtpmSocketFrontEnd(link, host.strip("[]") or "127.0.0.1", int(port_text),
-                                    args.name)
+        front = attach_server(link, host.strip("[]") or "127.0.0.1", int(port_text),
+                              args.name)
     except OSError as exc:
         link.close()
         raise CliError(str(exc)) from None
-    data_host, data_port = front.address
+    data_host, data_port = front.data_address
     print(f"attached {args.name}: swtpm data {data_host}:{data_port}, control "
           f"{data_host}:{data_port + 1}; "
           f"TPM2TOOLS_TCTI=swtpm:host={data_host},port={data_port}", flush=True)

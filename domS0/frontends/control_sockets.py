@@ -19,13 +19,12 @@ from pathlib import Path
 
 from domS0.execution import run_command
 from tpm_emulator import swtpm_ctrl as ctrl
+from tpm_emulator.server.control import PLATFORM_CAPS, BackendError, ControlSession
+from tpm_emulator.server.framing import read_command
 from vtpm_manager.errors import ManagerError
 from vtpm_manager.instance import Instance, Lease
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.store import open_blob, seal_blob
-
-from .control import PLATFORM_CAPS, BackendError, ControlSession
-from .framing import read_command
 
 log = logging.getLogger(__name__)
 

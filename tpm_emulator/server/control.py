@@ -2,9 +2,10 @@
 
 This is the decision table of a control channel, with no sockets: a parsed request
 goes in, the response bytes come out, and the IO loop is told whether to expect a
-data fd or to hang up. The vTPM itself is reached through a ``Backend``: in DomS0
-that is the instance (QEMU's ``-tpmdev emulator``), in ``vtpmctl attach`` it is a
-gRPC Attach stream.
+data fd or to hang up. The TPM itself is reached through a ``Backend``: our own
+in-process TPM for the standalone ``tpm-emulator``, a vTPM instance for DomS0's
+control sockets (QEMU's ``-tpmdev emulator``), a gRPC Attach stream for
+``vtpmctl attach``.
 
 Semantics follow swtpm (see swtpm-protocols.md §1.2): CMD_STOP halts the TPM and
 data commands then fail until CMD_INIT; state blobs may be set only while halted;
@@ -17,8 +18,8 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from tpm_emulator import swtpm_ctrl as ctrl
-from vtpm_manager.commands import error_response as _tpm_error
+from .. import swtpm_ctrl as ctrl
+from ..frame import error_response as _tpm_error
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,15 @@ class Outcome:
 class ControlSession:
     """One control connection's view of the vTPM's platform state."""
 
-    def __init__(self, backend: Backend, caps: ctrl.Capability, name: str) -> None:
+    def __init__(self, backend: Backend, caps: ctrl.Capability, name: str,
+                 halted: bool = False) -> None:
         self.backend = backend
         self.caps = caps
         self.name = name
         self.locality = 0
-        self.halted = False
+        # A halted TPM answers data commands with TPM_RC_FAILURE until CMD_INIT, as
+        # swtpm does before its first CMD_INIT (without not-need-init) and after STOP.
+        self.halted = halted
         self.resume_pending = False
         self.established = False
         self.buffer_size = BUFFER_SIZE

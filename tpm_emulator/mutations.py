@@ -1,4 +1,4 @@
-"""Which TPM commands can change TPM state, seen from outside the engine.
+"""Which TPM commands can change TPM state, seen from outside the TPM.
 
 Persisting after every command would cost an fsync per GetRandom; persisting too
 rarely loses acknowledged changes. A command is treated as read-only only when it
@@ -11,7 +11,6 @@ from __future__ import annotations
 import struct
 
 TPM_ST_NO_SESSIONS = 0x8001
-TPM_RC_NV_UNAVAILABLE = 0x923
 
 # Part 3 command codes that never alter TPM state when sent without sessions.
 READ_ONLY_CODES = frozenset({
@@ -43,15 +42,3 @@ def may_change_state(command: bytes) -> bool:
         return False
     tag, _, code = _HEADER.unpack_from(command)
     return not (tag == TPM_ST_NO_SESSIONS and code in READ_ONLY_CODES)
-
-
-def response_code(response: bytes) -> int | None:
-    """The response code of a TPM response, or None if it is too short to have one."""
-    if len(response) < _HEADER.size:
-        return None
-    return _HEADER.unpack_from(response)[2]
-
-
-def error_response(rc: int) -> bytes:
-    """A bare TPM 2.0 error response with response code ``rc``."""
-    return _HEADER.pack(TPM_ST_NO_SESSIONS, _HEADER.size, rc)
