@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -58,6 +59,7 @@ def serve(settings: Settings) -> int:
     state_dir = settings.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock_fd = _lock_state_dir(state_dir)
+    own_run_root = settings.run_dir is None
     run_root = settings.run_dir or Path(tempfile.mkdtemp(prefix="doms0-"))
     run_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -97,6 +99,8 @@ def serve(settings: Settings) -> int:
         sockets.close_all()
         manager.shutdown()
         (state_dir / LISTEN_FILE).unlink(missing_ok=True)
+        if own_run_root:
+            shutil.rmtree(run_root, ignore_errors=True)
         os.close(lock_fd)
         log.info("DomS0 stopped")
     return 0

@@ -7,10 +7,12 @@ port, known to be serving, and a clean stop. This module is that, and nothing el
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +56,9 @@ class Doms0Process:
         self.extra_args = extra_args
         self.log_format = log_format
         self.log_path = state_dir.parent / f"{state_dir.name}.doms0.log"
+        # Sockets need short paths (108 bytes), so the run dir sits in /tmp; it is
+        # made here and removed by stop(), so even a killed DomS0 leaves nothing.
+        self.run_dir: Path | None = None
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -72,11 +77,14 @@ class Doms0Process:
     def start(self) -> Doms0Process:
         self.port = free_port()
         (self.state_dir / "doms0.listen").unlink(missing_ok=True)
+        if self.run_dir is None:
+            self.run_dir = Path(tempfile.mkdtemp(prefix="doms0-run-"))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "domS0.cli.doms0", "serve", "--state-dir",
              str(self.state_dir), "--listen", self.address, "--default-engine", self.engine,
-             "--log-format", self.log_format, *self.extra_args],
+             "--log-format", self.log_format, "--run-dir", str(self.run_dir),
+             *self.extra_args],
             stdout=log, stderr=log,
         )
         log.close()
@@ -126,6 +134,9 @@ class Doms0Process:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir = None
         return self.proc.returncode
 
     def env(self) -> dict[str, str]:

@@ -14,6 +14,7 @@ refusal names the vTPM.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import os
 import struct
@@ -59,8 +60,9 @@ class Record:
         return replace(self, state=state)
 
 
-def encode(record: Record, kek: KeyEncryptionKey) -> bytes:
-    """Seal ``record`` into its on-disk bytes."""
+def encode(record: Record, kek: KeyEncryptionKey, wrapped_key: bytes | None = None) -> bytes:
+    """Seal ``record`` into its on-disk bytes (``wrapped_key``: its data key, already
+    wrapped by ``kek``, to spare a wrap on every save)."""
     nonce = os.urandom(_NONCE_BYTES)
     header = json.dumps(
         {
@@ -71,7 +73,7 @@ def encode(record: Record, kek: KeyEncryptionKey) -> bytes:
             "metadata": record.metadata,
             "running": record.running,
             "has_state": record.state is not None,
-            "wrapped_key": _b64(kek.wrap(record.data_key, record.uuid)),
+            "wrapped_key": _b64(wrapped_key or kek.wrap(record.data_key, record.uuid)),
             "nonce": _b64(nonce),
         },
         sort_keys=True,
@@ -132,6 +134,7 @@ class StateStore:
     def __init__(self, folder: Path, kek: KeyEncryptionKey) -> None:
         self.folder = folder
         self.kek = kek
+        self._wrapped: dict[str, tuple[bytes, bytes]] = {}  # uuid -> (data key, wrapped)
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path_of(self, uuid: str) -> Path:
@@ -150,10 +153,15 @@ class StateStore:
 
     def save(self, record: Record) -> None:
         """Durably replace the record; returns only once it is on disk."""
-        atomic_write(self.path_of(record.uuid), encode(record, self.kek))
+        cached = self._wrapped.get(record.uuid)
+        if cached is None or not hmac.compare_digest(cached[0], record.data_key):
+            cached = (record.data_key, self.kek.wrap(record.data_key, record.uuid))
+            self._wrapped[record.uuid] = cached
+        atomic_write(self.path_of(record.uuid), encode(record, self.kek, cached[1]))
 
     def delete(self, uuid: str) -> None:
         durable_unlink(self.path_of(uuid))
+        self._wrapped.pop(uuid, None)
 
 
 _BLOB_MAGIC = b"VTPMBLB\x01"

@@ -471,6 +471,8 @@ class SwtpmEngine(Engine):
     def _fail(self, what: str) -> EngineError:
         """Mark the engine unusable: after a broken exchange the streams are out of
         step, so every later call must fail rather than misread an old answer."""
+        if not what.startswith("swtpm"):
+            what = f"swtpm {what}"
         process = self._process
         if process is not None and process.poll() is not None:
             what += f" (swtpm exited with status {process.returncode})"

@@ -1,0 +1,23 @@
+"""``python -m bench {transmit,load}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import load, transmit
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench",
+                                     description="vtpm-stack benchmarks (figures only).")
+    sub = parser.add_subparsers(dest="benchmark", required=True)
+    transmit.add_parser(sub)
+    load.add_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
