@@ -148,23 +148,27 @@ class Doms0Process:
 class AttachProcess:
     """``vtpmctl attach NAME --swtpm 127.0.0.1:PORT`` as a child process."""
 
-    def __init__(self, doms0: Doms0Process, vtpm: str) -> None:
+    def __init__(self, doms0: Doms0Process, vtpm: str, unix_path: str = "") -> None:
         self.doms0 = doms0
         self.vtpm = vtpm
+        self.unix_path = unix_path
         self.port = 0
         self.proc: subprocess.Popen[str] | None = None
 
     @property
     def tcti(self) -> str:
+        if self.unix_path:
+            return f"swtpm:path={self.unix_path}"
         return f"swtpm:host=127.0.0.1,port={self.port}"
 
     def start(self) -> AttachProcess:
-        self.port = free_port(2)
+        self.port = 0 if self.unix_path else free_port(2)
+        address = f"unix:{self.unix_path}" if self.unix_path else f"127.0.0.1:{self.port}"
         log_path = self.doms0.state_dir.parent / f"attach-{self.vtpm}-{self.port}.log"
         with log_path.open("a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "domS0.cli.vtpmctl", "attach", self.vtpm, "--swtpm",
-                 f"127.0.0.1:{self.port}"],
+                 address],
                 stdout=subprocess.PIPE, stderr=log, text=True, env=self.doms0.env(),
             )
         assert self.proc.stdout is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -121,11 +122,12 @@ def cmd_transmit(args: argparse.Namespace, channel: grpc.Channel) -> None:
 
 def cmd_attach(args: argparse.Namespace, channel: grpc.Channel) -> None:
     from domS0.client.attach import AttachLink, LinkError
-    from domS0.frontends.swtpm_socket import attach_server
+    from domS0.frontends.swtpm_socket import attach_server, parse_swtpm_address
 
-    host, sep, port_text = args.swtpm.rpartition(":")
-    if not sep or not port_text.isdigit():
-        raise CliError(f"--swtpm expects HOST:PORT, got {args.swtpm!r}")
+    try:
+        data, control = parse_swtpm_address(args.swtpm)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     link = AttachLink(channel, args.name, f"vtpmctl attach pid {os.getpid()} on {args.swtpm}")
     try:
         link.open()
@@ -133,17 +135,18 @@ def cmd_attach(args: argparse.Namespace, channel: grpc.Channel) -> None:
         raise CliError(str(exc), EXIT_UNREACHABLE if exc.code ==
                        grpc.StatusCode.UNAVAILABLE else EXIT_REFUSED) from None
     try:
-        front = attach_server(link, host.strip("[]") or "127.0.0.1", int(port_text),
-                              args.name)
+        front = attach_server(link, data, control, args.name)
     except OSError as exc:
         link.close()
         raise CliError(str(exc)) from None
-    data_host, data_port = front.data_address
-    print(f"attached {args.name}: swtpm data {data_host}:{data_port}, control "
-          f"{data_host}:{data_port + 1}; "
-          f"TPM2TOOLS_TCTI=swtpm:host={data_host},port={data_port}", flush=True)
-    import signal
-
+    if data.path:
+        where = (f"swtpm data {data.path}, control {control.path}; "
+                 f"TPM2TOOLS_TCTI=swtpm:path={data.path}")
+    else:
+        host, port = front.data_address
+        where = (f"swtpm data {host}:{port}, control {host}:{port + 1}; "
+                 f"TPM2TOOLS_TCTI=swtpm:host={host},port={port}")
+    print(f"attached {args.name}: {where}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: front.stop())
     try:
         front.serve_forever()
@@ -193,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("hex", nargs="+", help="command bytes in hex, or - for stdin")
     p.add_argument("--locality", type=int, default=0, choices=range(5))
     p = add("attach", "serve a vTPM on swtpm-compatible TCP sockets", with_json=False)
-    p.add_argument("--swtpm", required=True, metavar="HOST:PORT",
-                   help="data port; the control port is PORT+1")
+    p.add_argument("--swtpm", required=True, metavar="HOST:PORT|unix:PATH",
+                   help="data port (control on PORT+1), or a Unix socket PATH (control "
+                   "on PATH.ctrl, mode 0600)")
     return parser
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
+import selectors
 import socket
 import struct
 import threading
@@ -21,6 +23,7 @@ from domS0.execution import run_command
 from tpm_emulator import swtpm_ctrl as ctrl
 from tpm_emulator.server.control import PLATFORM_CAPS, BackendError, ControlSession
 from tpm_emulator.server.framing import read_command
+from tpm_emulator.server.swtpm_socket import Endpoint
 from vtpm_manager.errors import ManagerError
 from vtpm_manager.instance import Instance, Lease
 from vtpm_manager.manager import VtpmManager
@@ -171,7 +174,11 @@ class _Connection:
 
 
 class ControlSockets:
-    """The control sockets of all of one manager's vTPMs."""
+    """The control sockets of all of one manager's vTPMs.
+
+    One thread accepts on every listening socket (a host may run hundreds of vTPMs
+    that nobody is connected to); each accepted connection gets its own thread.
+    """
 
     def __init__(self, manager: VtpmManager, run_root: Path) -> None:
         self._manager = manager
@@ -179,6 +186,12 @@ class ControlSockets:
         self._listeners: dict[str, socket.socket] = {}
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
+        self._selector = selectors.DefaultSelector()
+        self._changes: queue.SimpleQueue[tuple[bool, socket.socket, Instance | None]] = \
+            queue.SimpleQueue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self._acceptor: threading.Thread | None = None
         manager.add_listener(self._on_event)
 
     def path_of(self, instance: Instance) -> str:
@@ -187,31 +200,23 @@ class ControlSockets:
     def open_all(self) -> None:
         for instance in self._manager.list():
             self.open(instance)
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
+                                          name="ctrl-accept")
+        self._acceptor.start()
 
     def open(self, instance: Instance) -> None:
-        path = self.path_of(instance)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(path)
-        finally:
-            os.umask(old_umask)
-        listener.listen(4)
+        listener = Endpoint(path=self.path_of(instance)).listen()
+        listener.setblocking(False)
         with self._lock:
             self._listeners[instance.record.uuid] = listener
-        threading.Thread(target=self._accept, args=(listener, instance), daemon=True,
-                         name=f"ctrl-{instance.record.name}").start()
+        self._change(True, listener, instance)
 
     def close(self, instance: Instance) -> None:
         with self._lock:
             listener = self._listeners.pop(instance.record.uuid, None)
             doomed = [c for c in self._connections if c.backend.instance is instance]
         if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
-            listener.close()
+            self._change(False, listener, None)
         for connection in doomed:
             connection.close()
         with contextlib.suppress(FileNotFoundError):
@@ -220,6 +225,9 @@ class ControlSockets:
     def close_all(self) -> None:
         for instance in self._manager.list():
             self.close(instance)
+        if self._acceptor is not None:
+            self._change(False, self._wake_r, None)  # the acceptor's cue to finish
+            self._acceptor.join(5)
 
     def _on_event(self, event: str, instance: Instance) -> None:
         if event == "created":
@@ -227,17 +235,45 @@ class ControlSockets:
         elif event == "deleted":
             self.close(instance)
 
-    def _accept(self, listener: socket.socket, instance: Instance) -> None:
+    def _change(self, add: bool, sock: socket.socket, instance: Instance | None) -> None:
+        """Hand a (de)registration to the acceptor thread, which owns the selector."""
+        self._changes.put((add, sock, instance))
+        self._wake_w.send(b"\0")
+
+    def _apply_changes(self) -> bool:
+        """Apply queued changes; False once the acceptor itself is told to stop."""
+        with contextlib.suppress(BlockingIOError):
+            self._wake_r.recv(4096)
+        while not self._changes.empty():
+            add, sock, instance = self._changes.get()
+            if sock is self._wake_r:
+                return False
+            if add:
+                self._selector.register(sock, selectors.EVENT_READ, instance)
+            else:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(sock)
+                sock.close()
+        return True
+
+    def _accept_loop(self) -> None:
+        self._wake_r.setblocking(False)
         while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            connection = _Connection(conn, instance)
-            with self._lock:
-                self._connections.add(connection)
-            threading.Thread(target=self._serve, args=(connection,), daemon=True,
-                             name=f"ctrl-conn-{instance.record.name}").start()
+            for key, _ in self._selector.select():
+                if key.data is None:
+                    if not self._apply_changes():
+                        return
+                    continue
+                with contextlib.suppress(BlockingIOError, OSError):
+                    conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
+                    conn.setblocking(True)
+                    self._start(_Connection(conn, key.data))
+
+    def _start(self, connection: _Connection) -> None:
+        with self._lock:
+            self._connections.add(connection)
+        threading.Thread(target=self._serve, args=(connection,), daemon=True,
+                         name=f"ctrl-conn-{connection.session.name}").start()
 
     def _serve(self, connection: _Connection) -> None:
         try:

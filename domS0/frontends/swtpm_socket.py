@@ -37,7 +37,26 @@ class RemoteBackend:
         raise BackendError("state blobs are served on DomS0's own control socket")
 
 
-def attach_server(link: AttachLink, host: str, port: int, name: str) -> SwtpmSocketServer:
-    """Listen on HOST:PORT (data) and HOST:PORT+1 (control) for the attached vTPM."""
+def parse_swtpm_address(text: str) -> tuple[Endpoint, Endpoint]:
+    """``HOST:PORT`` -> data PORT, control PORT+1; ``unix:PATH`` -> PATH, PATH.ctrl.
+
+    These are tpm2-tss's swtpm TCTI conventions. A Unix socket (mode 0600) limits the
+    vTPM to its owner; a TCP port on loopback is open to every local user.
+    """
+    if text.startswith("unix:"):
+        path = text.removeprefix("unix:")
+        if not path:
+            raise ValueError("--swtpm unix: needs a path, e.g. unix:/run/vm1.sock")
+        return Endpoint(path=path), Endpoint(path=path + ".ctrl")
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65534:
+        raise ValueError(f"--swtpm expects HOST:PORT or unix:PATH, got {text!r}")
+    host = host.strip("[]") or "127.0.0.1"
+    return Endpoint(host, int(port)), Endpoint(host, int(port) + 1)
+
+
+def attach_server(link: AttachLink, data: Endpoint, control: Endpoint,
+                  name: str) -> SwtpmSocketServer:
+    """Serve the attached vTPM on swtpm's data and control endpoints."""
     session = ControlSession(RemoteBackend(link), PLATFORM_CAPS, name)
-    return SwtpmSocketServer(session, Endpoint(host, port), Endpoint(host, port + 1))
+    return SwtpmSocketServer(session, data, control)

@@ -66,3 +66,16 @@ def test_two_vtpms_are_isolated(manager, attach, engine: str) -> None:
     tools(tcti_a, "tpm2_pcrextend", f"16:sha256={'11' * 32}")
     assert pcr_hex(tcti_a, "sha256", 16) != "00" * 32
     assert pcr_hex(tcti_b, "sha256", 16) == "00" * 32
+
+
+def test_attach_on_a_unix_socket(doms0, vtpm: pb.Vtpm, tmp_path: Path) -> None:
+    from domS0.harness import AttachProcess
+
+    path = tmp_path / "vm1.sock"
+    front = AttachProcess(doms0, vtpm.name, unix_path=str(path)).start()
+    try:
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+        tools(front.tcti, "tpm2_startup", "-c")
+        assert len(tools(front.tcti, "tpm2_getrandom", "--hex", "4").stdout.strip()) == 8
+    finally:
+        front.stop()
