@@ -78,14 +78,13 @@ class Instance:
                 self._shutdown_engine()
                 raise
 
-    def stop(self, lease: Lease | None = None, *, remember: bool = True) -> None:
-        """Commit and stop the engine.
+    def stop(self, *, remember: bool = True) -> None:
+        """Commit and stop the engine (callers decide whether a holder may object).
 
         ``remember=False`` keeps the record's running flag, so that a DomS0 shutting
         down starts this vTPM again at its next start.
         """
         with self.lock:
-            self._check_lease(lease, allow_unheld=True)
             if self._engine is None:
                 return
             try:
@@ -163,9 +162,9 @@ class Instance:
 
     # -- internals -------------------------------------------------------------------
 
-    def _check_lease(self, lease: Lease | None, allow_unheld: bool = False) -> None:
+    def _check_lease(self, lease: Lease | None) -> None:
         if self._lease is None:
-            if lease is not None and not allow_unheld:
+            if lease is not None:
                 raise FailedPrecondition(f"vTPM {self.record.name} was detached")
             return
         if lease is None or not secrets.compare_digest(lease.token, self._lease.token):
