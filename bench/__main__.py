@@ -1,4 +1,4 @@
-"""``python -m bench {transmit,load}``."""
+"""``python -m bench {transmit,load,manufacture}``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import load, transmit
+from . import load, manufacture, transmit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -15,6 +15,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="benchmark", required=True)
     transmit.add_parser(sub)
     load.add_parser(sub)
+    manufacture.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

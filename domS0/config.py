@@ -7,7 +7,10 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from vtpm_manager.root.policy import MAX_PCR, PcrSelection, SelectionError
+
 DEFAULT_LISTEN = "127.0.0.1:7340"
+SOFTWARE_ROOT = "software"
 
 
 class ConfigError(Exception):
@@ -23,22 +26,45 @@ class Settings:
     log_format: str = "text"  # "text" or "json"
     log_level: str = "INFO"
     grace_seconds: float = 5.0
+    # Root of trust: "software" (development) or a tpm2-tss TCTI string for the host
+    # TPM, e.g. "device:/dev/tpmrm0" or "swtpm:host=127.0.0.1,port=2321".
+    root_tpm: str = SOFTWARE_ROOT
+    production: bool = False  # refuse the development root
+    # Self-measurement: the measurement PCR is recorded by `doms0 init`; the log is the
+    # runtime event log that lets a restart in the same host boot skip a second extend.
+    measure_pcr: int = 15
+    measurement_log: Path = Path("/run/doms0/measurements.log")
+    policy_files: tuple[Path, ...] = ()  # security policy files DomS0 measures
+    # Provisioning (`doms0 init`): host PCRs the KEK is sealed to (plus measure_pcr),
+    # an approval public key for PolicyAuthorize, the NV counter index, a persistent SRK.
+    host_pcrs: str = "sha256:0,1,2,3,7"
+    approval_key: Path | None = None
+    nv_index: int = 0x01500020
+    srk_handle: int | None = None
+    config_file: Path | None = None  # set from --config; measured, never read from TOML
 
     def validate(self) -> Settings:
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be 'text' or 'json', not {self.log_format!r}")
         if not (self.listen.startswith("unix:") or ":" in self.listen):
             raise ConfigError(f"listen must be HOST:PORT or unix:PATH, not {self.listen!r}")
+        if not 0 <= self.measure_pcr <= MAX_PCR:
+            raise ConfigError(f"measure_pcr must be 0..{MAX_PCR}, not {self.measure_pcr}")
+        try:
+            PcrSelection.parse(self.host_pcrs)
+        except SelectionError as exc:
+            raise ConfigError(f"host_pcrs: {exc}") from None
         return self
 
 
-_PATHS = {"state_dir", "run_dir"}
+_PATHS = {"state_dir", "run_dir", "approval_key", "measurement_log"}
+_INTS = {"measure_pcr", "nv_index", "srk_handle"}
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
     """Merge defaults, the TOML file (table ``[doms0]`` or top level) and overrides."""
-    settings = Settings()
-    known = {f.name for f in fields(Settings)}
+    settings = Settings(config_file=config_file)
+    known = {f.name for f in fields(Settings)} - {"config_file"}
     if config_file is not None:
         try:
             data = tomllib.loads(config_file.read_text())
@@ -60,8 +86,30 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = Path(value)
         elif key == "grace_seconds":
             out[key] = float(value)
+        elif key in _INTS:
+            out[key] = _integer(key, value)
+        elif key == "production":
+            if not isinstance(value, bool):
+                raise ConfigError(f"setting production must be true or false, not {value!r}")
+            out[key] = value
+        elif key == "policy_files":
+            if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+                raise ConfigError("setting policy_files must be a list of paths")
+            out[key] = tuple(Path(v) for v in value)
         elif not isinstance(value, str):
             raise ConfigError(f"setting {key} must be a string, not {value!r}")
         else:
             out[key] = value
     return out
+
+
+def _integer(key: str, value: Any) -> int:
+    """An int, or a string in any base Python reads ("15", "0x01500020")."""
+    if isinstance(value, bool):
+        raise ConfigError(f"setting {key} must be a number, not {value!r}")
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value), 0)
+    except ValueError:
+        raise ConfigError(f"setting {key} must be a number, not {value!r}") from None

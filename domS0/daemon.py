@@ -1,8 +1,10 @@
 """DomS0's boot sequence and its orderly stop.
 
 Boot: take the state folder's lock (one DomS0 per folder, or vTPMs would be
-cloned), open the root of trust, load every vTPM record (refusing tampered ones by
-name), open the per-vTPM control sockets, then serve gRPC. SIGTERM or SIGINT: stop
+cloned), measure DomS0 itself into the host TPM, open the root of trust (the host
+TPM releases the KEK only to the measured DomS0; a refusal stops the boot with its
+message), load every vTPM record (refusing tampered ones by name), open the per-vTPM
+control sockets, then serve gRPC. SIGTERM or SIGINT: stop
 accepting, let in-flight commands finish, commit every vTPM, exit 0.
 """
 
@@ -20,12 +22,22 @@ from types import FrameType
 
 from grpc_health.v1 import health_pb2
 
+from vtpm_manager.counter import MonotonicCounter
 from vtpm_manager.durable import atomic_write
-from vtpm_manager.kek import load_development_kek
+from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
+from vtpm_manager.root import (
+    ApprovalInvalid,
+    PcrSelection,
+    RootOfTrust,
+    RootRefused,
+    SoftwareRoot,
+    TpmRoot,
+)
 from vtpm_manager.store import StateStore
 
-from .config import Settings
+from . import selfmeasure
+from .config import SOFTWARE_ROOT, Settings
 from .frontends.control_sockets import ControlSockets
 from .rpc.auth import TOKEN_FILE, ensure_token
 from .rpc.server import build_server
@@ -34,7 +46,6 @@ log = logging.getLogger("doms0")
 
 LOCK_FILE = "doms0.lock"
 LISTEN_FILE = "doms0.listen"
-KEK_FILE = "kek.dev"
 RECORDS_DIR = "vtpms"
 
 
@@ -54,16 +65,67 @@ def _lock_state_dir(state_dir: Path) -> int:
     return fd
 
 
+def select_root(settings: Settings) -> RootOfTrust:
+    """The root of trust the settings name; the development root is refused in
+    production, since anyone who reads the state folder could open every vTPM."""
+    if settings.root_tpm == SOFTWARE_ROOT:
+        if settings.production:
+            raise StartupError(
+                "the development root of trust (--root-tpm software) is refused with "
+                "--production; provision the host TPM with `doms0 init --root-tpm TCTI` "
+                "and serve with --root-tpm TCTI")
+        return SoftwareRoot(settings.state_dir)
+    try:
+        return TpmRoot(settings.root_tpm, settings.state_dir)
+    except RootRefused as exc:
+        raise StartupError(str(exc)) from None
+
+
+def measure_self(settings: Settings, root: RootOfTrust) -> selfmeasure.Measurement | None:
+    """Extend DomS0's own digest into the root's measurement PCR (nothing to extend
+    into for the software root)."""
+    if root.measure_pcr is None:
+        return None
+    try:
+        digest, files = selfmeasure.measurement_digest(settings.config_file,
+                                                       settings.policy_files)
+        return selfmeasure.measure_into(settings.root_tpm, root.measure_pcr,
+                                        settings.measurement_log, digest, files)
+    except (selfmeasure.MeasurementError, RootRefused) as exc:
+        raise StartupError(f"DomS0 cannot measure itself: {exc}") from None
+
+
+def open_root(settings: Settings) -> tuple[RootOfTrust, KeyEncryptionKey]:
+    """Self-measure, then ask the root for the KEK; a refusal becomes a StartupError
+    carrying the root's message (and the measurement log's hint, if it has one)."""
+    root = select_root(settings)
+    measurement = measure_self(settings, root)
+    try:
+        kek = root.open()
+    except RootRefused as exc:
+        hint = measurement.hint() if measurement is not None else ""
+        raise StartupError(f"{exc}; {hint}" if hint else str(exc)) from None
+    log.info("root of trust: %s", root.describe())
+    return root, kek
+
+
 def serve(settings: Settings) -> int:
     """Run DomS0 until SIGTERM/SIGINT; returns the process exit code."""
     state_dir = settings.state_dir
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock_fd = _lock_state_dir(state_dir)
+    try:
+        root, kek = open_root(settings)
+    except BaseException:
+        os.close(lock_fd)
+        raise
     own_run_root = settings.run_dir is None
     run_root = settings.run_dir or Path(tempfile.mkdtemp(prefix="doms0-"))
     run_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-    kek = load_development_kek(state_dir / KEK_FILE)
+    # The rollback-protection anchor: the host TPM's NV counter (a file for the
+    # development root), to which the store's epochs are bound.
+    counter: MonotonicCounter = root.counter()
+    log.info("rollback counter: %s", counter.origin)
     manager = VtpmManager(StateStore(state_dir / RECORDS_DIR, kek), run_root,
                           settings.default_engine)
     failures = manager.load()
@@ -104,3 +166,44 @@ def serve(settings: Settings) -> int:
         os.close(lock_fd)
         log.info("DomS0 stopped")
     return 0
+
+
+def provision(settings: Settings, force: bool = False) -> RootOfTrust:
+    """``doms0 init``: measure DomS0, then seal a fresh KEK to the host TPM and define
+    its NV counter. The state folder is locked meanwhile, so a serving DomS0 never
+    sees its root replaced underneath it. In PCR mode the root is opened once at the
+    end, so a policy that cannot be satisfied is found now, not at the next start."""
+    state_dir = settings.state_dir
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock_fd = _lock_state_dir(state_dir)
+    try:
+        if settings.root_tpm == SOFTWARE_ROOT:
+            root: RootOfTrust = SoftwareRoot(state_dir)
+            root.open()
+            return root
+        if (state_dir / "root" / "root.json").exists() and not force:
+            raise StartupError(f"a host TPM root is already provisioned in {state_dir}/root; "
+                               f"its KEK protects every vTPM there, so doms0 init will not "
+                               f"replace it (rerun with --force to replace it and lose "
+                               f"access to the existing vTPM state)")
+        approval_pem = None
+        if settings.approval_key is not None:
+            try:
+                approval_pem = settings.approval_key.read_bytes()
+            except OSError as exc:
+                raise StartupError(f"cannot read the approval key: {exc}") from None
+        digest, files = selfmeasure.measurement_digest(settings.config_file,
+                                                       settings.policy_files)
+        selfmeasure.measure_into(settings.root_tpm, settings.measure_pcr,
+                                 settings.measurement_log, digest, files)
+        tpm_root = TpmRoot.provision(
+            settings.root_tpm, state_dir, host_pcrs=PcrSelection.parse(settings.host_pcrs),
+            measure_pcr=settings.measure_pcr, approval_key_pem=approval_pem,
+            nv_index=settings.nv_index, srk_handle=settings.srk_handle, force=force)
+        if tpm_root.record.mode == "pcr":
+            tpm_root.open()
+        return tpm_root
+    except (RootRefused, ApprovalInvalid, selfmeasure.MeasurementError) as exc:
+        raise StartupError(str(exc)) from None
+    finally:
+        os.close(lock_fd)

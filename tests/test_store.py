@@ -10,11 +10,13 @@ import pytest
 from vtpm_manager.kek import KeyEncryptionKey, load_development_kek
 from vtpm_manager.store import (
     Record,
+    Stamp,
     StateStore,
     StateTampered,
     decode,
     encode,
     open_blob,
+    open_record,
     seal_blob,
 )
 
@@ -61,9 +63,49 @@ def test_wrong_kek_and_swapped_uuid_are_refused(tmp_path: Path) -> None:
 
 def test_unknown_version_is_refused_not_misread(tmp_path: Path) -> None:
     blob = bytearray(encode(record(), KEK))
-    blob[9] = 2  # the u16 version's low byte
-    with pytest.raises(StateTampered, match="version 2"):
+    blob[9] = 3  # the u16 version's low byte
+    with pytest.raises(StateTampered, match="version 3; this DomS0 reads versions 1, 2"):
         decode(bytes(blob), KEK, tmp_path / "x.vtpm")
+
+
+def test_version_is_authenticated_so_v2_cannot_pass_for_v1(tmp_path: Path) -> None:
+    blob = bytearray(encode(record(), KEK))
+    assert blob[9] == 2
+    blob[9] = 1
+    with pytest.raises(StateTampered, match="authentication failed"):
+        decode(bytes(blob), KEK, tmp_path / "x.vtpm")
+
+
+def test_record_carries_its_rollback_stamp(tmp_path: Path) -> None:
+    original = record()
+    blob = encode(original, KEK, stamp=Stamp(epoch=7, generation=42))
+    assert open_record(blob, KEK, tmp_path / "x.vtpm") == (original, Stamp(7, 42))
+
+
+def test_generation_counts_saves_without_a_counter(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "vtpms", KEK)
+    original = record()
+    for _ in range(3):
+        store.save(original)
+    path = store.path_of(original.uuid)
+    assert open_record(path.read_bytes(), KEK, path)[1] == Stamp(0, 3)
+    reopened = StateStore(tmp_path / "vtpms", KEK)
+    assert reopened.begin_epoch().protected is False
+    assert reopened.load_all() == ([original], [])
+    reopened.save(original)
+    assert open_record(path.read_bytes(), KEK, path)[1] == Stamp(0, 4)
+    assert not reopened.manifest_path.exists()
+
+
+def test_a_record_file_named_for_another_vtpm_is_refused(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "vtpms", KEK)
+    a, b = record(name="a"), record(name="b", uuid="3f1c0d3e-0000-4000-8000-00000000000b")
+    store.save(a)
+    store.save(b)
+    store.path_of(b.uuid).write_bytes(store.path_of(a.uuid).read_bytes())
+    records, failures = store.load_all()
+    assert records == [a]
+    assert "vTPM a (" in str(failures[0]) and "named for another vTPM" in str(failures[0])
 
 
 def test_store_loads_the_good_and_names_the_bad(tmp_path: Path) -> None:

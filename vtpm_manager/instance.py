@@ -23,6 +23,7 @@ from tpm_emulator.frame import check_frame, error_response
 from tpm_emulator.mutations import may_change_state
 
 from .engine import Engine, EngineError
+from .engines import cannot_migrate
 from .errors import FailedPrecondition, InvalidArgument, Unavailable
 from .store import Record, StateStore
 
@@ -142,12 +143,14 @@ class Instance:
         """The engine's whole state (plaintext: callers must seal it before it leaves)."""
         with self.lock:
             self._check_lease(lease)
+            self._refuse_if_unmigratable()
             return self._require_engine().export_state()
 
     def replace_state(self, lease: Lease | None, state: bytes) -> None:
         """Restart the engine from ``state`` and make that the committed state."""
         with self.lock:
             self._check_lease(lease)
+            self._refuse_if_unmigratable()
             self._require_engine()
             # Engines own their run directory, so the old one stops before the new
             # one starts; a state the engine refuses brings the committed one back.
@@ -172,6 +175,12 @@ class Instance:
                 f"vTPM {self.record.name} is held by {self._lease.holder}; "
                 "send commands through that front end or detach it first"
             )
+
+    def _refuse_if_unmigratable(self) -> None:
+        """State hand-out and import are migration; some engines' state cannot move."""
+        reason = cannot_migrate(self.record.engine)
+        if reason is not None:
+            raise FailedPrecondition(f"vTPM {self.record.name}: {reason}")
 
     def _require_engine(self) -> Engine:
         if self._engine is None:

@@ -6,6 +6,7 @@ socket front ends) identify a vTPM by UUID or by its unique name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -24,6 +25,8 @@ from .store import Record, StateStore, StateTampered
 log = logging.getLogger(__name__)
 
 Listener = Callable[[str, Instance], None]
+#: Runs once on every new vTPM while it is started (see vtpm_manager.manufacture).
+Manufacturer = Callable[[Instance], None]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_KEY = 64
@@ -66,6 +69,7 @@ class VtpmManager:
         run_root: Path,
         default_engine: str = "builtin",
         factory: EngineFactory = make_engine,
+        manufacturer: Manufacturer | None = None,
     ) -> None:
         if default_engine not in ENGINE_NAMES:
             raise InvalidArgument(f"unknown default engine {default_engine!r}")
@@ -73,6 +77,7 @@ class VtpmManager:
         self.run_root = run_root
         self.default_engine = default_engine
         self._factory = factory
+        self._manufacturer = manufacturer
         self._instances: dict[str, Instance] = {}
         self._lock = threading.Lock()
         self.load_failures: list[StateTampered] = []
@@ -169,11 +174,31 @@ class VtpmManager:
             self.store.save(record)
             instance = self._new_instance(record)
             self._instances[record.uuid] = instance
+        if self._manufacturer is not None:
+            self._manufacture(instance, keep_running=start)
         self._notify("created", instance)
         if start:
             instance.start()
         log.info("created vTPM %s (%s, engine %s)", name, record.uuid, engine)
         return instance
+
+    def _manufacture(self, instance: Instance, keep_running: bool) -> None:
+        """Run the manufacturer on a started vTPM; if it fails, the vTPM was never made
+        (a vTPM without its EK certificates must not be handed to a guest)."""
+        assert self._manufacturer is not None
+        try:
+            instance.start()
+            self._manufacturer(instance)
+            if not keep_running:
+                instance.stop()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                instance.stop()
+            self.store.delete(instance.record.uuid)
+            with self._lock:
+                self._instances.pop(instance.record.uuid, None)
+            shutil.rmtree(self.run_root / instance.record.uuid, ignore_errors=True)
+            raise
 
     def delete(self, ref: str) -> None:
         instance = self.get(ref)

@@ -1,22 +1,47 @@
-"""doms0: run DomS0 (``serve``) and administer its host."""
+"""doms0: run DomS0 (``serve``), provision its host root of trust (``init``) and sign or
+install operator-approved PCR policies (``policy approve`` / ``policy install``)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from domS0.config import ConfigError, load_settings
+from domS0.config import ConfigError, Settings, load_settings
 from domS0.logs import setup_logging
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags that every subcommand reading settings shares (all also in the TOML)."""
+    parser.add_argument("--config", type=Path, help="TOML settings file (measured)")
+    parser.add_argument("--state-dir", help="where vTPM records live (default /var/lib/doms0)")
+    parser.add_argument("--root-tpm", metavar="TCTI",
+                        help="host TPM as a tpm2-tss TCTI (device:/dev/tpmrm0, "
+                        "swtpm:host=H,port=P, mssim:...) or 'software' (development, "
+                        "the default)")
+    parser.add_argument("--measurement-log", help="runtime self-measurement log (default "
+                        "/run/doms0/measurements.log)")
+    parser.add_argument("--policy-file", action="append", dest="policy_files",
+                        help="a security policy file DomS0 measures (repeatable)")
+
+
+def _root_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pcrs", dest="host_pcrs", help="host PCRs the KEK is sealed to "
+                        "(default sha256:0,1,2,3,7; the measurement PCR is added)")
+    parser.add_argument("--measure-pcr", help="host PCR DomS0 measures itself into "
+                        "(default 15)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="doms0", description="The vTPM security domain.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve vTPMs over gRPC and control sockets")
-    serve.add_argument("--config", type=Path, help="TOML settings file")
-    serve.add_argument("--state-dir", help="where vTPM records live (default /var/lib/doms0)")
+    _settings_flags(serve)
+    serve.add_argument("--production", action="store_true", default=None,
+                       help="refuse the development root of trust")
     serve.add_argument("--listen", help="127.0.0.1:PORT or unix:PATH (default "
                        "127.0.0.1:7340)")
     serve.add_argument("--run-dir", help="sockets and engine scratch (default: a new "
@@ -24,27 +49,59 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-engine", choices=("builtin", "swtpm"))
     serve.add_argument("--log-format", choices=("text", "json"))
     serve.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    init = sub.add_parser("init", help="provision the host root of trust once")
+    _settings_flags(init)
+    _root_flags(init)
+    init.add_argument("--approval-key", metavar="PUB.pem", help="seal with PolicyAuthorize "
+                      "to this RSA/ECC public key, so approved PCR policies open the KEK")
+    init.add_argument("--nv-index", help="NV counter index (default 0x01500020)")
+    init.add_argument("--srk-handle", help="persistent storage key handle (default: the "
+                      "TCG ECC P-256 SRK template, re-created at each use)")
+    init.add_argument("--force", action="store_true",
+                      help="replace an existing root (its vTPM state becomes unreadable)")
+
+    policy = sub.add_parser("policy", help="approved PCR policies (PolicyAuthorize)")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    approve = psub.add_parser("approve", help="sign a PCR policy with the approval key")
+    _settings_flags(approve)
+    _root_flags(approve)
+    approve.add_argument("--key", type=Path, required=True, metavar="PRIVATE.pem",
+                         help="the approval private key")
+    approve.add_argument("--pcr-value", action="append", default=[], metavar="BANK:N=HEX",
+                         help="approve this value instead of the current one (repeatable)")
+    approve.add_argument("--out", type=Path, required=True, help="approval file to write")
+    install = psub.add_parser("install", help="check an approval and keep it for unsealing")
+    _settings_flags(install)
+    install.add_argument("approval", type=Path)
+
     demo = sub.add_parser("demo", help="run a DomS0, measure a sample domain, attest it")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     return parser
 
 
+def _load(args: argparse.Namespace) -> Settings:
+    names = ("state_dir", "root_tpm", "measurement_log", "policy_files", "production",
+             "listen", "run_dir", "default_engine", "log_format", "log_level", "host_pcrs",
+             "measure_pcr", "approval_key", "nv_index", "srk_handle")
+    overrides: dict[str, Any] = {name: getattr(args, name, None) for name in names}
+    return load_settings(args.config, overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # The TSS logs its own errors to stderr; ours say the same thing in one line.
+    os.environ.setdefault("TSS2_LOG", "all+NONE")
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from domS0.demo import main as demo_main
 
         return demo_main(args.demo_args)
+    try:
+        settings = _load(args)
+    except ConfigError as exc:
+        print(f"doms0: {exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
-        try:
-            settings = load_settings(args.config, {
-                "state_dir": args.state_dir, "listen": args.listen, "run_dir": args.run_dir,
-                "default_engine": args.default_engine, "log_format": args.log_format,
-                "log_level": args.log_level,
-            })
-        except ConfigError as exc:
-            print(f"doms0: {exc}", file=sys.stderr)
-            return 2
         setup_logging(settings.log_format, settings.log_level)
         from domS0.daemon import StartupError, serve
         from domS0.rpc.server import BindError
@@ -54,7 +111,89 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (StartupError, BindError, PermissionError, ValueError) as exc:
             print(f"doms0: {exc}", file=sys.stderr)
             return 1
+    setup_logging(settings.log_format, "WARNING")
+    if args.command == "init":
+        return _init(settings, args.force)
+    if args.command == "policy":
+        from vtpm_manager.root import ApprovalInvalid, RootRefused, SelectionError
+
+        try:
+            if args.policy_command == "approve":
+                return _approve(settings, args)
+            return _install(settings, args.approval)
+        except (RootRefused, ApprovalInvalid, SelectionError, ValueError, OSError) as exc:
+            print(f"doms0: {exc}", file=sys.stderr)
+            return 1
     return 2
+
+
+def _init(settings: Settings, force: bool) -> int:
+    from domS0.daemon import StartupError, provision
+    from vtpm_manager.root import TpmRoot
+
+    try:
+        root = provision(settings, force)
+    except (StartupError, PermissionError, ValueError) as exc:
+        print(f"doms0: {exc}", file=sys.stderr)
+        return 1
+    print(f"provisioned {settings.state_dir}: {root.describe()}")
+    if isinstance(root, TpmRoot) and root.record.mode == "authorized":
+        print("next: sign a policy with `doms0 policy approve` and install it with "
+              "`doms0 policy install`; serve refuses until one is installed")
+    return 0
+
+
+def _approve(settings: Settings, args: argparse.Namespace) -> int:
+    """Sign the PolicyPCR digest of the current (or given) PCR values. The measurement
+    PCR gets the value it will have once this installation of DomS0 has measured
+    itself first in a boot, so an approval made for a DomS0 update holds after the
+    next reboot, not just in the current boot."""
+    from domS0 import selfmeasure
+    from vtpm_manager.root import PcrSelection, sign_approval
+    from vtpm_manager.root.host import connect, read_pcrs
+    from vtpm_manager.root.record import RootFiles
+    from vtpm_manager.root.tpm import MEASURE_BANK
+
+    files = RootFiles(settings.state_dir)
+    if files.exists():
+        record = files.load()
+        selection, measure_pcr = record.selection, record.measure_pcr
+    else:
+        measure_pcr = settings.measure_pcr
+        selection = PcrSelection.parse(settings.host_pcrs).with_pcr(MEASURE_BANK, measure_pcr)
+    values: dict[str, bytes] = {}
+    for given in args.pcr_value:
+        label, sep, value = given.partition("=")
+        if not sep:
+            raise ValueError(f"--pcr-value {given!r}: expected BANK:N=HEX")
+        values[str(PcrSelection.parse(label))] = bytes.fromhex(value)
+    missing = [label for label in selection.labels() if label not in values]
+    if missing and settings.root_tpm == "software":
+        raise ValueError(f"no value for {', '.join(missing)}: give --root-tpm TCTI to read "
+                         f"them from the host TPM, or --pcr-value")
+    measure_label = f"{MEASURE_BANK}:{measure_pcr}"
+    if measure_label in missing:
+        digest, _ = selfmeasure.measurement_digest(settings.config_file, settings.policy_files)
+        values[measure_label] = selfmeasure.predicted_value(
+            settings.root_tpm, measure_pcr, settings.measurement_log, digest)
+        missing.remove(measure_label)
+    if missing:
+        with connect(settings.root_tpm) as esapi:
+            values.update(read_pcrs(esapi, PcrSelection.parse("+".join(missing))))
+    approval = sign_approval(args.key.read_bytes(), selection, values)
+    args.out.write_bytes(approval.to_json())
+    print(f"approved PolicyPCR {selection} (digest {approval.policy.hex()[:16]}…) "
+          f"-> {args.out}")
+    return 0
+
+
+def _install(settings: Settings, path: Path) -> int:
+    from vtpm_manager.root import Approval, TpmRoot
+
+    root = TpmRoot(settings.root_tpm, settings.state_dir)
+    kept = root.install_approval(Approval.load(path))
+    print(f"installed {path} as {kept}")
+    return 0
 
 
 if __name__ == "__main__":
