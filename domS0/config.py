@@ -41,6 +41,15 @@ class Settings:
     approval_key: Path | None = None
     nv_index: int = 0x01500020
     srk_handle: int | None = None
+    # Rollback protection: trust the records on disk once, rebuilding the MANIFEST
+    # (first start of an older store, or a deliberate restore of a backup).
+    adopt_state: bool = False
+    # Manufacturing: a name for this host in the vTPM CA's certificates (default: FQDN).
+    host_name: str = ""
+    # The passthrough engine: the host TPM's TCTI (behind a resource manager) and the
+    # host PCRs a passthrough vTPM may not extend or reset.
+    passthrough_tcti: str = ""
+    passthrough_host_pcrs: str = "0-15"
     config_file: Path | None = None  # set from --config; measured, never read from TOML
 
     def validate(self) -> Settings:
@@ -48,6 +57,9 @@ class Settings:
             raise ConfigError(f"log_format must be 'text' or 'json', not {self.log_format!r}")
         if not (self.listen.startswith("unix:") or ":" in self.listen):
             raise ConfigError(f"listen must be HOST:PORT or unix:PATH, not {self.listen!r}")
+        if self.default_engine not in ("builtin", "swtpm"):
+            raise ConfigError(f"default_engine must be builtin or swtpm, not "
+                              f"{self.default_engine!r} (passthrough is chosen per vTPM)")
         if not 0 <= self.measure_pcr <= MAX_PCR:
             raise ConfigError(f"measure_pcr must be 0..{MAX_PCR}, not {self.measure_pcr}")
         try:
@@ -59,6 +71,7 @@ class Settings:
 
 _PATHS = {"state_dir", "run_dir", "approval_key", "measurement_log"}
 _INTS = {"measure_pcr", "nv_index", "srk_handle"}
+_BOOLS = {"production", "adopt_state"}
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -88,9 +101,9 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             out[key] = float(value)
         elif key in _INTS:
             out[key] = _integer(key, value)
-        elif key == "production":
+        elif key in _BOOLS:
             if not isinstance(value, bool):
-                raise ConfigError(f"setting production must be true or false, not {value!r}")
+                raise ConfigError(f"setting {key} must be true or false, not {value!r}")
             out[key] = value
         elif key == "policy_files":
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):

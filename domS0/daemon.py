@@ -15,17 +15,23 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from grpc_health.v1 import health_pb2
 
-from vtpm_manager.counter import MonotonicCounter
+from vtpm_manager.ca import CAError, VtpmCA
+from vtpm_manager.counter import CounterError
 from vtpm_manager.durable import atomic_write
+from vtpm_manager.engines import engine_factory
+from vtpm_manager.instance import Instance
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
+from vtpm_manager.manufacture import instance_manufacturer
 from vtpm_manager.root import (
     ApprovalInvalid,
     PcrSelection,
@@ -34,7 +40,7 @@ from vtpm_manager.root import (
     SoftwareRoot,
     TpmRoot,
 )
-from vtpm_manager.store import StateStore
+from vtpm_manager.store import StateStore, StateTampered
 
 from . import selfmeasure
 from .config import SOFTWARE_ROOT, Settings
@@ -109,6 +115,46 @@ def open_root(settings: Settings) -> tuple[RootOfTrust, KeyEncryptionKey]:
     return root, kek
 
 
+def open_store(settings: Settings, root: RootOfTrust, kek: KeyEncryptionKey) -> StateStore:
+    """The record store, bound to the root's monotonic counter: a state folder older
+    than the counter (a restored copy) is refused here, before any vTPM loads."""
+    counter = root.counter()
+    store = StateStore(settings.state_dir / RECORDS_DIR, kek, counter)
+    try:
+        report = store.begin_epoch(adopt=settings.adopt_state)
+    except (StateTampered, CounterError) as exc:
+        raise StartupError(str(exc)) from None
+    for note in report.notes:
+        log.warning("rollback protection: %s", note)
+    log.info("store epoch %d (counter: %s)", report.epoch, counter.origin)
+    return store
+
+
+def _engine_options(settings: Settings) -> dict[str, str]:
+    if not settings.passthrough_tcti:
+        return {}
+    return {"host_tcti": settings.passthrough_tcti,
+            "host_pcrs": settings.passthrough_host_pcrs}
+
+
+def _manufacturer(settings: Settings, kek: KeyEncryptionKey) -> Callable[[Instance], None]:
+    """Every new vTPM is manufactured: EKs, EK and platform certificates from the
+    vTPM CA. A passthrough vTPM is the host's TPM and already has its own."""
+    host = settings.host_name or socket.getfqdn()
+    try:
+        ca = VtpmCA.open(settings.state_dir, kek, host)
+    except CAError as exc:
+        raise StartupError(str(exc)) from None
+    log.info("vTPM CA: %s", ca.certificate.subject.rfc4514_string())
+    make = instance_manufacturer(ca, host)
+
+    def hook(instance: Instance) -> None:
+        if instance.record.engine != "passthrough":
+            make(instance)
+
+    return hook
+
+
 def serve(settings: Settings) -> int:
     """Run DomS0 until SIGTERM/SIGINT; returns the process exit code."""
     state_dir = settings.state_dir
@@ -122,12 +168,16 @@ def serve(settings: Settings) -> int:
     own_run_root = settings.run_dir is None
     run_root = settings.run_dir or Path(tempfile.mkdtemp(prefix="doms0-"))
     run_root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # The rollback-protection anchor: the host TPM's NV counter (a file for the
-    # development root), to which the store's epochs are bound.
-    counter: MonotonicCounter = root.counter()
-    log.info("rollback counter: %s", counter.origin)
-    manager = VtpmManager(StateStore(state_dir / RECORDS_DIR, kek), run_root,
-                          settings.default_engine)
+    try:
+        store = open_store(settings, root, kek)
+        manager = VtpmManager(store, run_root, settings.default_engine,
+                              factory=engine_factory(_engine_options(settings)),
+                              manufacturer=_manufacturer(settings, kek))
+    except BaseException:
+        if own_run_root:
+            shutil.rmtree(run_root, ignore_errors=True)
+        os.close(lock_fd)
+        raise
     failures = manager.load()
     log.info("loaded %d vTPM(s), refused %d", len(manager.list()), len(failures))
 
@@ -160,6 +210,11 @@ def serve(settings: Settings) -> int:
         server.stop(settings.grace_seconds).wait()
         sockets.close_all()
         manager.shutdown()
+        try:
+            store.close_epoch()
+        except (OSError, CounterError, StateTampered) as exc:
+            log.error("could not close store epoch %d (%s): the next start will treat "
+                      "this stop as unclean", store.epoch, exc)
         (state_dir / LISTEN_FILE).unlink(missing_ok=True)
         if own_run_root:
             shutil.rmtree(run_root, ignore_errors=True)

@@ -195,6 +195,8 @@ class VtpmManager:
             with contextlib.suppress(Exception):
                 instance.stop()
             self.store.delete(instance.record.uuid)
+            # A new epoch: no copy of the folder from before the delete can come back.
+            self.store.advance_epoch()
             with self._lock:
                 self._instances.pop(instance.record.uuid, None)
             shutil.rmtree(self.run_root / instance.record.uuid, ignore_errors=True)
@@ -206,6 +208,8 @@ class VtpmManager:
             _refuse_if_held(instance, "deleting")
             instance.stop()
             self.store.delete(instance.record.uuid)
+            # A new epoch: no copy of the folder from before the delete can come back.
+            self.store.advance_epoch()
             with self._lock:
                 self._instances.pop(instance.record.uuid, None)
             shutil.rmtree(self.run_root / instance.record.uuid, ignore_errors=True)

@@ -10,8 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from domS0.cli.ca import KekLoader, add_ca_commands
+from domS0.cli.ca import run as run_ca
 from domS0.config import ConfigError, Settings, load_settings
 from domS0.logs import setup_logging
+from vtpm_manager.kek import KeyEncryptionKey
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--default-engine", choices=("builtin", "swtpm"))
     serve.add_argument("--log-format", choices=("text", "json"))
     serve.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    serve.add_argument("--adopt-state", action="store_true", default=None,
+                       help="trust the vTPM records on disk once and rebind them to the "
+                       "rollback counter (restoring a backup on purpose)")
+    serve.add_argument("--host-name", help="this host's name in vTPM certificates "
+                       "(default: its FQDN)")
+    serve.add_argument("--passthrough-tcti", metavar="TCTI", help="host TPM for passthrough "
+                       "vTPMs, behind a resource manager (e.g. device:/dev/tpmrm0)")
+    serve.add_argument("--passthrough-host-pcrs", metavar="RANGES",
+                       help="host PCRs a passthrough vTPM may not change (default 0-15)")
 
     init = sub.add_parser("init", help="provision the host root of trust once")
     _settings_flags(init)
@@ -75,15 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(install)
     install.add_argument("approval", type=Path)
 
+    ca = add_ca_commands(sub)
+    ca.add_argument("--root-tpm", metavar="TCTI", default=None,
+                    help="the root of trust that seals the CA key, as for doms0 serve "
+                    "(default: the development root)")
     demo = sub.add_parser("demo", help="run a DomS0, measure a sample domain, attest it")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     return parser
 
 
+def _root_kek_loader(root_tpm: str | None) -> KekLoader:
+    """The CA key is sealed under the KEK, so ``doms0 ca`` opens the same root of
+    trust as ``doms0 serve`` (measuring DomS0 first, as serve does)."""
+
+    def load(state_dir: Path) -> KeyEncryptionKey:
+        from domS0.daemon import StartupError, open_root
+
+        overrides: dict[str, Any] = {"state_dir": str(state_dir), "root_tpm": root_tpm}
+        try:
+            return open_root(load_settings(None, overrides))[1]
+        except StartupError as exc:
+            raise ValueError(str(exc)) from None
+
+    return load
+
+
 def _load(args: argparse.Namespace) -> Settings:
     names = ("state_dir", "root_tpm", "measurement_log", "policy_files", "production",
              "listen", "run_dir", "default_engine", "log_format", "log_level", "host_pcrs",
-             "measure_pcr", "approval_key", "nv_index", "srk_handle")
+             "measure_pcr", "approval_key", "nv_index", "srk_handle", "adopt_state",
+             "host_name", "passthrough_tcti", "passthrough_host_pcrs")
     overrides: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     return load_settings(args.config, overrides)
 
@@ -96,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from domS0.demo import main as demo_main
 
         return demo_main(args.demo_args)
+    if args.command == "ca":
+        args.ca_kek_loader = _root_kek_loader(args.root_tpm)
+        return run_ca(args)
     try:
         settings = _load(args)
     except ConfigError as exc:

@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("create", "create a vTPM (started unless --stopped)")
-    p.add_argument("--engine", choices=("builtin", "swtpm"), help="default: DomS0's")
+    p.add_argument("--engine", choices=("builtin", "swtpm", "passthrough"),
+                   help="default: DomS0's; passthrough needs doms0 serve --passthrough-tcti")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--stopped", action="store_true", help="create without starting")
     add("list", "list vTPMs", with_name=False)

@@ -38,14 +38,14 @@ TMPFS_SIZE = "2m"
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs mounted on a fresh folder; unmounted afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+        pytest.fail("mounting a tmpfs needs root: run the tests as root (CI does)")
     mount_point = tmp_path / "state"
     mount_point.mkdir()
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE},mode=0700", "tmpfs",
          str(mount_point)], capture_output=True, text=True)
     if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+        pytest.fail(f"cannot mount a tmpfs here: {result.stderr.strip()}")
     try:
         yield mount_point
     finally:
