@@ -453,3 +453,33 @@ def test_behind_tpm2_abrmd(host: HostTpm, session_bus: str, tmp_path: Path,
         engine.stop()
         abrmd.terminate()
         abrmd.wait(10)
+
+
+def test_passthrough_vtpm_through_doms0_and_tpm2_tools(host: HostTpm, start_doms0) -> None:
+    """End to end: DomS0 serves a passthrough vTPM; tpm2-tools reach it via attach."""
+    import os as _os
+
+    from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+    from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+    from domS0.harness import AttachProcess
+
+    require_tool("tpm2_getrandom")
+    doms0 = start_doms0("builtin", extra_args=("--passthrough-tcti", host.tcti))
+    with doms0.channel() as channel:
+        vtpm = pb_grpc.ManagerStub(channel).CreateVtpm(
+            pb.CreateVtpmRequest(name="privileged", engine="passthrough", start=True))
+    assert vtpm.engine == "passthrough"
+    front = AttachProcess(doms0, vtpm.name).start()
+    try:
+        env = {**_os.environ, "TPM2TOOLS_TCTI": front.tcti}
+
+        def tool(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(list(args), env=env, capture_output=True, text=True,
+                                  timeout=60)
+
+        assert len(tool("tpm2_getrandom", "--hex", "8").stdout.strip()) == 16
+        assert "sha256" in tool("tpm2_pcrread", "sha256:0,16").stdout
+        cleared = tool("tpm2_clear", "-c", "p")
+        assert cleared.returncode != 0 and "0x120" in cleared.stderr.lower()
+    finally:
+        front.stop()
