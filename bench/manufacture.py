@@ -9,8 +9,8 @@ Rows:
   export_state + StateStore.save (AES-GCM, fsync) into a temporary store, then stop.
   The ``ours:`` stage rows split that total.
 - ``manager.create``: the same through ``VtpmManager.create(manufacturer=
-  instance_manufacturer(...))``: record save, instance start + commit, manufacture
-  on a scratch engine, ``replace_state`` (engine restart + one commit), stop + commit.
+  state_manufacturer(...))``: manufacture on a scratch engine, then the vTPM's first
+  record saved once, already manufactured.
 - ``swtpm_setup``: ``swtpm_setup --tpm2 --createek --create-ek-cert
   --create-platform-cert --tpm-state DIR --config F`` with a private config and
   ``swtpm_localca`` CA in a temporary folder (its one-time CA creation runs first,
@@ -36,7 +36,7 @@ from vtpm_manager.ca import VtpmCA, VtpmIdentity
 from vtpm_manager.engines.swtpm import SwtpmEngine
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
-from vtpm_manager.manufacture import instance_manufacturer, manufacture
+from vtpm_manager.manufacture import manufacture, state_manufacturer
 from vtpm_manager.store import Record, StateStore
 
 from .fixtures import temp_dir
@@ -102,7 +102,7 @@ def _manager(root: Path, n: int) -> Row:
     kek = KeyEncryptionKey(bytes(32), origin="bench")
     ca = VtpmCA.open(root / "mstate", kek, HOST)
     manager = VtpmManager(StateStore(root / "mstore", kek), root / "mrun", "swtpm",
-                          manufacturer=instance_manufacturer(ca, HOST))
+                          manufacturer=state_manufacturer(ca, HOST))
     samples: list[int] = []
     for i in range(n):
         t0 = time.perf_counter_ns()

@@ -28,10 +28,9 @@ from vtpm_manager.ca import CAError, VtpmCA
 from vtpm_manager.counter import CounterError
 from vtpm_manager.durable import atomic_write
 from vtpm_manager.engines import engine_factory
-from vtpm_manager.instance import Instance
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
-from vtpm_manager.manufacture import instance_manufacturer
+from vtpm_manager.manufacture import state_manufacturer
 from vtpm_manager.root import (
     ApprovalInvalid,
     PcrSelection,
@@ -40,7 +39,7 @@ from vtpm_manager.root import (
     SoftwareRoot,
     TpmRoot,
 )
-from vtpm_manager.store import StateStore, StateTampered
+from vtpm_manager.store import Record, StateStore, StateTampered
 
 from . import selfmeasure
 from .config import SOFTWARE_ROOT, Settings
@@ -137,7 +136,7 @@ def _engine_options(settings: Settings) -> dict[str, str]:
             "host_pcrs": settings.passthrough_host_pcrs}
 
 
-def _manufacturer(settings: Settings, kek: KeyEncryptionKey) -> Callable[[Instance], None]:
+def _manufacturer(settings: Settings, kek: KeyEncryptionKey) -> Callable[[Record], bytes | None]:
     """Every new vTPM is manufactured: EKs, EK and platform certificates from the
     vTPM CA. A passthrough vTPM is the host's TPM and already has its own."""
     host = settings.host_name or socket.getfqdn()
@@ -146,11 +145,10 @@ def _manufacturer(settings: Settings, kek: KeyEncryptionKey) -> Callable[[Instan
     except CAError as exc:
         raise StartupError(str(exc)) from None
     log.info("vTPM CA: %s", ca.certificate.subject.rfc4514_string())
-    make = instance_manufacturer(ca, host)
+    make = state_manufacturer(ca, host)
 
-    def hook(instance: Instance) -> None:
-        if instance.record.engine != "passthrough":
-            make(instance)
+    def hook(record: Record) -> bytes | None:
+        return None if record.engine == "passthrough" else make(record)
 
     return hook
 

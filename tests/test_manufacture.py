@@ -36,11 +36,11 @@ from vtpm_manager.manufacture import (
     ManufactureUnsupported,
     ecc_p256_ek_template,
     esapi_over,
-    instance_manufacturer,
     manufacture,
     public_key_of,
     read_nv,
     rsa2048_ek_template,
+    state_manufacturer,
 )
 from vtpm_manager.store import StateStore
 
@@ -314,7 +314,7 @@ def manager(tmp_path: Path, kek: KeyEncryptionKey, ca: VtpmCA) -> Iterator[VtpmM
     # Unix socket paths are short (108 bytes): the run root lives in /tmp.
     run_root = Path(tempfile.mkdtemp(prefix="mfg-"))
     mgr = VtpmManager(StateStore(tmp_path / "vtpms", kek), run_root, "swtpm",
-                      manufacturer=instance_manufacturer(ca, HOST))
+                      manufacturer=state_manufacturer(ca, HOST))
     yield mgr
     mgr.shutdown()
     shutil.rmtree(run_root, ignore_errors=True)
@@ -355,9 +355,10 @@ def test_manager_create_on_builtin_skips_manufacturing(manager: VtpmManager,
 def test_a_failed_manufacture_leaves_no_vtpm(tmp_path: Path, kek: KeyEncryptionKey) -> None:
     failures = ["CA unavailable"]
 
-    def fails_once(instance: object) -> None:
+    def fails_once(record: object) -> bytes | None:
         if failures:
             raise RuntimeError(failures.pop())
+        return None
 
     store = StateStore(tmp_path / "vtpms", kek)
     mgr = VtpmManager(store, tmp_path / "mrun", "builtin", manufacturer=fails_once)

@@ -6,7 +6,6 @@ socket front ends) identify a vTPM by UUID or by its unique name.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
 import secrets
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 
 Listener = Callable[[str, Instance], None]
 #: Runs once on every new vTPM while it is started (see vtpm_manager.manufacture).
-Manufacturer = Callable[[Instance], None]
+Manufacturer = Callable[[Record], bytes | None]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_KEY = 64
@@ -82,6 +81,7 @@ class VtpmManager:
         self._lock = threading.Lock()
         self.load_failures: list[StateTampered] = []
         self._listeners: list[Listener] = []
+        self._reserved: set[str] = set()  # names of vTPMs being created
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(event, instance)`` on "created" and "deleted"."""
@@ -161,8 +161,11 @@ class VtpmManager:
         metadata = dict(metadata or {})
         validate_metadata(metadata)
         with self._lock:
-            if any(i.record.name == name for i in self._instances.values()):
+            if name in self._reserved or any(
+                    i.record.name == name for i in self._instances.values()):
                 raise AlreadyExists(f"a vTPM named {name!r} exists already")
+            self._reserved.add(name)
+        try:
             record = Record(
                 uuid=str(uuidlib.uuid4()),
                 name=name,
@@ -171,36 +174,22 @@ class VtpmManager:
                 data_key=secrets.token_bytes(32),
                 metadata=metadata,
             )
+            if self._manufacturer is not None:
+                # Manufactured before the first write: a vTPM is stored with its EKs
+                # and certificates, or not at all.
+                record = record.with_state(self._manufacturer(record))
             self.store.save(record)
             instance = self._new_instance(record)
-            self._instances[record.uuid] = instance
-        if self._manufacturer is not None:
-            self._manufacture(instance, keep_running=start)
+            with self._lock:
+                self._instances[record.uuid] = instance
+        finally:
+            with self._lock:
+                self._reserved.discard(name)
         self._notify("created", instance)
         if start:
             instance.start()
         log.info("created vTPM %s (%s, engine %s)", name, record.uuid, engine)
         return instance
-
-    def _manufacture(self, instance: Instance, keep_running: bool) -> None:
-        """Run the manufacturer on a started vTPM; if it fails, the vTPM was never made
-        (a vTPM without its EK certificates must not be handed to a guest)."""
-        assert self._manufacturer is not None
-        try:
-            instance.start()
-            self._manufacturer(instance)
-            if not keep_running:
-                instance.stop()
-        except BaseException:
-            with contextlib.suppress(Exception):
-                instance.stop()
-            self.store.delete(instance.record.uuid)
-            # A new epoch: no copy of the folder from before the delete can come back.
-            self.store.advance_epoch()
-            with self._lock:
-                self._instances.pop(instance.record.uuid, None)
-            shutil.rmtree(self.run_root / instance.record.uuid, ignore_errors=True)
-            raise
 
     def delete(self, ref: str) -> None:
         instance = self.get(ref)

@@ -79,7 +79,8 @@ from .ca import EkPublicKey, PlatformInfo, TpmInfo, VtpmCA, VtpmIdentity
 from .engines import make_engine
 
 if TYPE_CHECKING:
-    from .instance import EngineFactory, Instance
+    from .instance import EngineFactory
+    from .store import Record
 
 log = logging.getLogger(__name__)
 
@@ -419,43 +420,38 @@ def _store_nv(esapi: ESAPI, index: int, data: bytes, chunk: int, *, replace: boo
 
 # -- the manager hook -------------------------------------------------------------------
 
-def instance_manufacturer(
+def state_manufacturer(
     ca: VtpmCA,
     host: str,
     platform: PlatformInfo | None = None,
     factory: EngineFactory | None = None,
-) -> Callable[[Instance], None]:
-    """A ``VtpmManager(manufacturer=...)`` hook: manufacture every new vTPM.
+) -> Callable[[Record], bytes | None]:
+    """A ``VtpmManager(manufacturer=...)`` hook: the initial state of a new vTPM.
 
-    It holds the vTPM (no front end can use it half-made), runs :func:`manufacture`
-    on a scratch engine started from the vTPM's committed state, power-cycles it,
-    and hands the result back with ``Instance.replace_state``: one durable commit,
-    where going through ``Instance.execute`` would commit (fsync) after each of the
-    ~20 state-changing commands (~3x slower, see ``python -m bench manufacture``).
-    Either the manufactured state is committed or the vTPM keeps its fresh state.
-    A TPM without the commands (builtin engine today) is logged and left as it is.
+    It runs :func:`manufacture` on a scratch engine of the vTPM's kind, freshly
+    powered on, power-cycles it and returns the whole state, which the manager then
+    writes as the vTPM's first record. So a vTPM is stored manufactured or not at
+    all: a crash half-way leaves nothing behind, and nobody can use a vTPM whose EK
+    certificates are not yet in place. A TPM without the commands (builtin engine
+    today) is logged and gets ``None``: the engine's fresh state.
     """
     make: EngineFactory = factory or make_engine
 
-    def hook(instance: Instance) -> None:
-        record = instance.record
+    def hook(record: Record) -> bytes | None:
         identity = VtpmIdentity(uuid=record.uuid, name=record.name, host=host)
-        lease = instance.attach("DomS0 manufacturing")
         scratch = Path(tempfile.mkdtemp(prefix="vtpm-mfg-"))
         engine = make(record.engine, scratch)
         try:
-            engine.start(instance.export_state(lease))
+            engine.start(None)
             manufacture(engine.execute, ca, identity, platform=platform)
             engine.power_cycle(delete_volatile=True)
-            state = engine.export_state()
-            engine.stop()
-            instance.replace_state(lease, state)
+            return engine.export_state()
         except ManufactureUnsupported as exc:
             log.warning("vTPM %s (engine %s) not manufactured: %s", record.name,
                         record.engine, exc)
+            return None
         finally:
             engine.stop()
             shutil.rmtree(scratch, ignore_errors=True)
-            instance.detach(lease)
 
     return hook

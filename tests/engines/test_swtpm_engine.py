@@ -7,6 +7,9 @@ import os
 import signal
 import stat
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -332,7 +335,9 @@ def test_power_cycle_requires_startup_again(started: SwtpmEngine, delete_volatil
 def test_stop_leaves_no_process_and_no_sockets(started: SwtpmEngine) -> None:
     pid = started.pid
     assert pid is not None and not process_gone(pid)
-    assert started.ctrl_path.exists() and started.data_path.exists()
+    # Both channels are connected before swtpm runs: no socket path, ever.
+    assert not started.ctrl_path.exists() and not started.data_path.exists()
+    assert [p for p in started.run_dir.iterdir() if p.is_socket()] == []
     started.stop()
     assert process_gone(pid)
     assert started.pid is None
@@ -421,3 +426,34 @@ def test_swtpm_exits_when_its_owner_goes_away(tmp_path: Path) -> None:
         sock.close()
     assert process.wait(timeout=30) is not None
     engine.stop()
+
+
+_KILLED_RIGHT_AFTER_SPAWN = """
+import os, signal, sys
+from pathlib import Path
+from vtpm_manager.engines.swtpm import SwtpmEngine
+engine = SwtpmEngine(Path(sys.argv[1]))
+engine._prepare_run_dir()
+engine._spawn(engine._find_binary())  # swtpm runs; nothing has talked to it yet
+print(engine.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_swtpm_exits_when_its_owner_is_killed_right_after_spawning_it(tmp_path: Path) -> None:
+    """The window DomS0 used to leak swtpm in: SIGKILL after Popen, before any
+    exchange. Our connections exist before swtpm does, so it still goes."""
+    owner = subprocess.run(
+        [sys.executable, "-c", _KILLED_RIGHT_AFTER_SPAWN, str(tmp_path / "run")],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert owner.returncode == -signal.SIGKILL, owner.stderr
+    pid = int(owner.stdout)
+    deadline = time.monotonic() + 10
+    while not process_gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not process_gone(pid):
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"swtpm {pid} outlived the process that spawned it")

@@ -490,10 +490,6 @@ def start_stop_forever(manager: pb_grpc.ManagerStub) -> None:
             manager.StopVtpm(pb.StopVtpmRequest(vtpm="vm"))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in vtpm_manager/engines/swtpm.py: a swtpm spawned by a DomS0 that is "
-    "SIGKILLed before it connects never gets a client, so --terminate never fires "
-    "and it runs forever (parent pid 1, listening in a deleted run dir)"))
 def test_sigkill_during_swtpm_start_leaves_no_swtpm_behind(tmp_path: Path) -> None:
     require_tool("swtpm")
     doms0 = Doms0Process(tmp_path / "state", engine="swtpm")

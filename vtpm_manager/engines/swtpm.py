@@ -13,9 +13,24 @@ over through a pipe, never a file), and the whole TPM state leaves swtpm only as
 plain state blobs (``CMD_GET_STATEBLOB`` with ``DECRYPTED``) packed into our own
 versioned container by :func:`pack_state`.
 
-No ``__del__``: a dropped engine whose ``stop`` was never called still cannot
-outlive us, because swtpm runs with ``--terminate`` and exits when our
-connections close, which the kernel does when this process ends.
+swtpm must never outlive us, not even when we are SIGKILLed a microsecond after
+spawning it, so both connections exist *before* swtpm does and no socket path
+is ever left for a client to arrive at:
+
+* control: one end of a ``socketpair`` is swtpm's already connected control
+  client (``--ctrl type=unixio,clientfd=N``);
+* data: we bind a listening socket in the private run directory, connect to it
+  (the connection waits in the backlog), unlink the path, and pass the
+  listening socket (``--server type=unixio,fd=N``); swtpm's first ``accept``
+  returns our connection, and nobody else can ever reach that socket.
+
+With ``--terminate`` swtpm exits as soon as that data connection is gone, even
+when it was closed before swtpm accepted it; the kernel closes our ends when
+this process dies, however it dies. (swtpm 0.7.1 ignores a hang-up on the
+control client, so the data connection is what ends it.) Hence no ``__del__``
+either: a dropped engine whose ``stop`` was never called still cannot outlive
+us. ``PR_SET_PDEATHSIG`` is deliberately not used: it follows the forking
+*thread*, and DomS0 starts engines from short-lived threads.
 """
 
 from __future__ import annotations
@@ -27,7 +42,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -136,7 +150,7 @@ class SwtpmEngine(Engine):
     ``run_dir`` is this instance's scratch directory (created if missing, mode
     0700); nothing in it survives ``stop`` except ``swtpm.log``. ``timeout``
     bounds every socket read, so a hung swtpm costs a caller at most that long;
-    ``startup_timeout`` bounds the wait for swtpm's control socket.
+    ``startup_timeout`` bounds the wait for swtpm's first control answer.
     """
 
     name = "swtpm"
@@ -195,7 +209,7 @@ class SwtpmEngine(Engine):
         self._locality = 0
         try:
             self._spawn(binary)
-            self._connect()
+            self._await_ready()
             if restored is None:
                 self._init(0)
             else:
@@ -235,8 +249,7 @@ class SwtpmEngine(Engine):
         if process is not None and process.poll() is None and self._ctrl is not None:
             # Orderly: swtpm sends its own TPM2_Shutdown, then exits.
             with contextlib.suppress(OSError, EngineError, ctrl.ControlProtocolError):
-                self._ctrl.settimeout(min(self.timeout, 5.0))
-                self._call(ctrl.Shutdown())
+                self._call(ctrl.Shutdown(), timeout=min(self.timeout, 5.0))
         for sock in (self._data, self._ctrl):
             if sock is not None:
                 sock.close()
@@ -287,8 +300,31 @@ class SwtpmEngine(Engine):
                 path.unlink()
 
     def _spawn(self, binary: str) -> None:
-        key_read, key_write = os.pipe()
+        """Start swtpm with both of our connections already made (see module doc)."""
+        parent_fds: list[socket.socket] = []  # ours, kept on success
+        child_fds: list[socket.socket] = []  # swtpm's, closed here once passed
+        key_read = key_write = -1
+        what = f"could not set up swtpm's sockets in {self.run_dir}"
         try:
+            ctrl_ours, ctrl_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            parent_fds.append(ctrl_ours)
+            child_fds.append(ctrl_theirs)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            child_fds.append(listener)
+            data = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            parent_fds.append(data)
+            try:
+                # The run directory is 0700 and the path lives only until our own
+                # connection is queued, so no other client can ever get in.
+                listener.bind(str(self.data_path))
+                listener.listen(1)
+                data.connect(str(self.data_path))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    self.data_path.unlink()
+
+            what = f"could not run {binary}"
+            key_read, key_write = os.pipe()
             # 32 bytes fit a pipe buffer, so the write never blocks; closing our end
             # lets swtpm read to EOF. The key never touches a file system.
             os.write(key_write, secrets.token_bytes(32))
@@ -301,14 +337,14 @@ class SwtpmEngine(Engine):
                 "--tpmstate",
                 f"dir={self.state_dir},mode=0600",
                 "--ctrl",
-                f"type=unixio,path={self.ctrl_path},mode=0600",
+                f"type=unixio,clientfd={ctrl_theirs.fileno()}",
                 "--server",
-                f"type=unixio,path={self.data_path},mode=0600",
+                f"type=unixio,fd={listener.fileno()}",
                 "--key",
                 f"fd={key_read},format=binary,mode=aes-256-cbc",
                 "--log",
                 f"file={self.log_path}",
-                # Exit when our connections close, e.g. when DomS0 itself dies.
+                # Exit when our data connection closes, e.g. when DomS0 itself dies.
                 "--terminate",
             ]
             with open(self.log_path, "ab") as log:
@@ -317,47 +353,40 @@ class SwtpmEngine(Engine):
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    pass_fds=(key_read,),
+                    pass_fds=(ctrl_theirs.fileno(), listener.fileno(), key_read),
                     close_fds=True,
                 )
-        except OSError as exc:
-            raise EngineError(f"could not run {binary}: {exc}") from exc
+        except BaseException as exc:
+            for sock in parent_fds:
+                sock.close()
+            if isinstance(exc, OSError):
+                raise EngineError(f"{what}: {exc}") from exc
+            raise
         finally:
-            os.close(key_read)
-            if key_write >= 0:
-                os.close(key_write)
+            for sock in child_fds:
+                sock.close()
+            for fd in (key_read, key_write):
+                if fd >= 0:
+                    os.close(fd)
+        ctrl_ours.settimeout(self.timeout)
+        data.settimeout(self.timeout)
+        self._ctrl, self._data = ctrl_ours, data
 
-    def _connect(self) -> None:
-        """Wait (bounded) for swtpm's sockets, then hold one connection to each."""
-        deadline = time.monotonic() + self.startup_timeout
-        self._ctrl = self._connect_unix(self.ctrl_path, deadline)
-        self._data = self._connect_unix(self.data_path, deadline)
-
-    def _connect_unix(self, path: Path, deadline: float) -> socket.socket:
+    def _await_ready(self) -> None:
+        """Wait (bounded) for swtpm's first control answer; explain a failed start."""
         process = self._require(self._process)
-        while True:
-            if process.poll() is not None:
+        try:
+            self._call(ctrl.GetCapability(), timeout=self.startup_timeout)
+        except EngineError as exc:
+            # swtpm's end of the channel closes when it exits; let its status arrive.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=min(self.startup_timeout, 2.0))
+            if process.returncode is not None:
                 raise EngineError(
                     f"swtpm exited with status {process.returncode} during startup"
                     f"{self._log_tail()}"
-                )
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.connect(str(path))
-            except (FileNotFoundError, ConnectionRefusedError):
-                sock.close()
-                if time.monotonic() > deadline:
-                    raise EngineError(
-                        f"swtpm did not open {path} within {self.startup_timeout} s"
-                        f"{self._log_tail()}"
-                    ) from None
-                time.sleep(0.005)
-                continue
-            except OSError as exc:
-                sock.close()
-                raise EngineError(f"cannot connect to swtpm at {path}: {exc}") from exc
-            sock.settimeout(self.timeout)
-            return sock
+                ) from exc
+            raise EngineError(f"swtpm did not start: {exc}") from exc
 
     def _log_tail(self) -> str:
         try:
@@ -371,11 +400,16 @@ class SwtpmEngine(Engine):
 
     # Control channel ------------------------------------------------------------------
 
-    def _call(self, request: ctrl.Request) -> ctrl.Response:
-        """One control request and its answer over the persistent connection."""
+    def _call(self, request: ctrl.Request, *, timeout: float | None = None) -> ctrl.Response:
+        """One control request and its answer over the persistent connection.
+
+        ``timeout`` overrides ``self.timeout`` for this exchange only.
+        """
         sock = self._require(self._ctrl)
         command = request.command
+        limit = self.timeout if timeout is None else timeout
         try:
+            sock.settimeout(limit)
             sock.sendall(request.encode())
             buf = bytearray()
             while True:
@@ -396,15 +430,19 @@ class SwtpmEngine(Engine):
                     with contextlib.suppress(BlockingIOError):
                         buf += sock.recv(4096)
                 finally:
-                    sock.settimeout(self.timeout)
+                    sock.settimeout(limit)
             return ctrl.decode_response(command, bytes(buf))
         except TimeoutError as exc:
-            what = f"swtpm did not answer {command.name} within {self.timeout} s"
+            what = f"swtpm did not answer {command.name} within {limit} s"
             raise self._fail(what) from exc
         except ctrl.RemoteProtocolError as exc:
             raise self._fail(f"swtpm broke the control protocol: {exc}") from exc
         except OSError as exc:
             raise self._fail(f"control channel failed during {command.name}: {exc}") from exc
+        finally:
+            if timeout is not None:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(self.timeout)
 
     def _call_ok(self, request: ctrl.Request) -> ctrl.Response:
         response = self._call(request)
