@@ -186,3 +186,49 @@ class AttachProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class SwtpmProcess:
+    """A plain ``swtpm socket --tpm2`` on loopback TCP: a stand-in host TPM, or the
+    libtpms reference in comparisons. Data on ``port``, control on ``port + 1``."""
+
+    def __init__(self, state_dir: Path, flags: str = "not-need-init,startup-clear") -> None:
+        self.state_dir = state_dir
+        self.flags = flags
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def tcti(self) -> str:
+        return f"swtpm:host=127.0.0.1,port={self.port}"
+
+    def start(self) -> SwtpmProcess:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port(2)
+        log_path = self.state_dir.parent / f"{self.state_dir.name}.swtpm.log"
+        with log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                ["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={self.state_dir}",
+                 "--server", f"type=tcp,port={self.port},bindaddr=127.0.0.1",
+                 "--ctrl", f"type=tcp,port={self.port + 1},bindaddr=127.0.0.1",
+                 "--flags", self.flags],
+                stdout=log, stderr=log)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"swtpm did not start: {log_path.read_text()}") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -95,3 +96,19 @@ def attach(doms0: Doms0Process) -> Iterator[Callable[[str], AttachProcess]]:
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def session_bus() -> Iterator[str]:
+    """A private D-Bus session bus (for tpm2-abrmd); returns its address."""
+    require_tool("dbus-daemon")
+    proc = subprocess.Popen(
+        ["dbus-daemon", "--config-file=/usr/share/dbus-1/session.conf",
+         "--print-address=1", "--nofork"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    address = proc.stdout.readline().strip()
+    assert address.startswith("unix:"), "dbus-daemon printed no address"
+    yield address
+    proc.terminate()
+    proc.wait(10)

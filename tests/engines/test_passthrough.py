@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import struct
 import subprocess
 import threading
@@ -26,7 +25,7 @@ from tpm2_pytss.TCTI import PyTCTI
 from tpm2_pytss.types import TPML_PCR_SELECTION
 
 from domS0.frontends.control_sockets import LocalBackend
-from domS0.harness import free_port
+from domS0.harness import SwtpmProcess, free_port
 from tests import tpm2
 from tests.conftest import require_tool
 from tpm_emulator.constants import CC, RC
@@ -134,34 +133,12 @@ class HostTpm:
 
 @pytest.fixture
 def host(tmp_path: Path) -> Iterator[HostTpm]:
-    binary = require_tool("swtpm")
-    port = free_port(2)
-    state = tmp_path / "host-tpm"
-    state.mkdir()
-    proc = subprocess.Popen(
-        [binary, "socket", "--tpm2", "--tpmstate", f"dir={state}",
-         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-         "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
-         "--flags", "not-need-init,startup-clear"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    require_tool("swtpm")
+    process = SwtpmProcess(tmp_path / "host-tpm").start()
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, f"swtpm exited: {proc.stderr.read()!r}"  # type: ignore[union-attr]
-                assert time.monotonic() < deadline, "host swtpm did not listen"
-                time.sleep(0.02)
-        yield HostTpm(port)
+        yield HostTpm(process.port)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        process.stop()
 
 
 @pytest.fixture
@@ -403,22 +380,6 @@ def test_tpm2_tools_through_a_swtpm_front_end(manager: VtpmManager) -> None:
 # --------------------------------------------------------------------------------------
 # Behind a resource manager, as in production
 # --------------------------------------------------------------------------------------
-
-@pytest.fixture
-def session_bus() -> Iterator[str]:
-    """A private D-Bus session bus for tpm2-abrmd; returns its address."""
-    require_tool("dbus-daemon")
-    proc = subprocess.Popen(
-        ["dbus-daemon", "--config-file=/usr/share/dbus-1/session.conf",
-         "--print-address=1", "--nofork"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    address = proc.stdout.readline().strip()
-    assert address.startswith("unix:"), "dbus-daemon printed no address"
-    yield address
-    proc.terminate()
-    proc.wait(10)
-
 
 def test_behind_tpm2_abrmd(host: HostTpm, session_bus: str, tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,29 +7,10 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from tests.conftest import require_tool
-
-
-@pytest.fixture
-def session_bus(tmp_path: Path) -> Iterator[str]:
-    """A private D-Bus session bus; returns its address."""
-    require_tool("dbus-daemon")
-    proc = subprocess.Popen(
-        ["dbus-daemon", "--config-file=/usr/share/dbus-1/session.conf",
-         "--print-address=1", "--nofork"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout is not None
-    address = proc.stdout.readline().strip()
-    assert address.startswith("unix:"), "dbus-daemon printed no address"
-    yield address
-    proc.terminate()
-    proc.wait(10)
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

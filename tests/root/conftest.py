@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from domS0.harness import Doms0Process, free_port
+from domS0.harness import Doms0Process, SwtpmProcess
 from tests.conftest import require_tool
 from vtpm_manager.root.host import connect, extend_pcr, read_pcrs
 from vtpm_manager.root.policy import PcrSelection
@@ -60,34 +58,10 @@ class HostTpm:
 @pytest.fixture
 def host_tpm(tmp_path: Path) -> Iterator[HostTpm]:
     require_tool("swtpm")
-    state = tmp_path / "host-tpm"
-    state.mkdir()
-    port = free_port(2)
-    log = (tmp_path / "host-tpm.log").open("wb")
-    proc = subprocess.Popen(
-        ["swtpm", "socket", "--tpm2",
-         "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
-         "--ctrl", f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
-         "--flags", "not-need-init,startup-clear", "--tpmstate", f"dir={state}"],
-        stdout=log, stderr=log)
-    log.close()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"swtpm did not start: {(tmp_path / 'host-tpm.log').read_text()}")
-            time.sleep(0.05)
-    yield HostTpm(port, state, proc)
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    process = SwtpmProcess(tmp_path / "host-tpm").start()
+    assert process.proc is not None
+    yield HostTpm(process.port, process.state_dir, process.proc)
+    process.stop()
 
 
 @dataclass
