@@ -71,6 +71,8 @@ OID_PLATFORM_MODEL: Final = ObjectIdentifier("2.23.133.5.1.4")
 OID_PLATFORM_VERSION: Final = ObjectIdentifier("2.23.133.5.1.5")
 OID_KP_EK_CERTIFICATE: Final = ObjectIdentifier("2.23.133.8.1")
 OID_KP_PLATFORM_CERTIFICATE: Final = ObjectIdentifier("2.23.133.8.2")
+#: tcg-kp-AIKCertificate: TCG's EKU for attestation-key certificates.
+OID_KP_AIK_CERTIFICATE: Final = ObjectIdentifier("2.23.133.8.3")
 _OID_SUBJECT_DIRECTORY_ATTRIBUTES: Final = ObjectIdentifier("2.5.29.9")
 #: Our certificate policy. We own no enterprise arc, so it is a UUID OID (X.667:
 #: 2.25.<uuid as integer>), unique without registration. Its notice tells a relying
@@ -320,16 +322,59 @@ class VtpmCA:
         )
         return builder.sign(self._key, _hash_for(self._key))
 
+    def issue_ak_certificate(
+        self,
+        public_key: EkPublicKey,
+        identity: VtpmIdentity,
+        *,
+        not_after: dt.datetime = NO_EXPIRY,
+    ) -> x509.Certificate:
+        """An attestation-key certificate, for a key the caller has proven to be a
+        restricted signing key on the same vTPM as a certified EK (MakeCredential /
+        ActivateCredential, :mod:`vtpm_manager.attestation.enroll`); the CA itself
+        cannot check that, so only enrollment should call this.
+
+        Unlike an EK certificate the subject is not empty: verifiers (Keylime, openssl
+        users) look for the vTPM there, so it is ``DC=<host labels>, O=vtpm-stack,
+        CN=<vTPM UUID>``; the SAN repeats the UUID as a ``urn:uuid:`` URI and the vTPM's
+        name. digitalSignature only, EKU tcg-kp-AIKCertificate (2.23.133.8.3).
+        """
+        subject = x509.Name([
+            *_host_components(identity.host),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vtpm-stack"),
+            x509.NameAttribute(NameOID.COMMON_NAME, identity.uuid),
+        ])
+        san = x509.SubjectAlternativeName([
+            x509.UniformResourceIdentifier(f"urn:uuid:{identity.uuid}"),
+            x509.DirectoryName(_vtpm_name(identity)),
+        ])
+        builder = (
+            self._end_entity(public_key, subject, not_after,
+                             usage=x509.KeyUsage(
+                                 digital_signature=True, content_commitment=False,
+                                 key_encipherment=False, data_encipherment=False,
+                                 key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                 encipher_only=False, decipher_only=False))
+            .add_extension(san, critical=False)
+            .add_extension(x509.ExtendedKeyUsage([OID_KP_AIK_CERTIFICATE]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key),
+                           critical=False)
+            .add_extension(_policies(identity), critical=False)
+        )
+        return builder.sign(self._key, _hash_for(self._key))
+
     def _end_entity(self, public_key: EkPublicKey, subject: x509.Name,
-                    not_after: dt.datetime) -> x509.CertificateBuilder:
+                    not_after: dt.datetime, *,
+                    usage: x509.KeyUsage | None = None) -> x509.CertificateBuilder:
         """What every certificate we issue shares: v3, random serial, our issuer and
-        AKI, CA:FALSE, and the key usage an EK can have (it cannot sign)."""
-        if isinstance(public_key, rsa.RSAPublicKey):
-            usage = _key_usage(key_encipherment=True)
-        elif isinstance(public_key, ec.EllipticCurvePublicKey):
-            usage = _key_usage(key_agreement=True)
-        else:
+        AKI, CA:FALSE, and by default the key usage an EK can have (it cannot sign);
+        ``usage`` overrides that for keys that sign (AKs)."""
+        if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
             raise CAError(f"cannot certify a {type(public_key).__name__}: EKs are RSA or ECC")
+        if usage is None:
+            usage = (_key_usage(key_encipherment=True)
+                     if isinstance(public_key, rsa.RSAPublicKey)
+                     else _key_usage(key_agreement=True))
         return (
             x509.CertificateBuilder()
             .issuer_name(self._certificate.subject)
