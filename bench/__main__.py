@@ -1,4 +1,4 @@
-"""``python -m bench {transmit,load,manufacture}``."""
+"""``python -m bench {transmit,load,manufacture,measure}``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import load, manufacture, transmit
+from . import load, manufacture, measure, transmit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,6 +16,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     transmit.add_parser(sub)
     load.add_parser(sub)
     manufacture.add_parser(sub)
+    measure.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
