@@ -28,6 +28,7 @@ from vtpm_manager.ca import CAError, VtpmCA
 from vtpm_manager.counter import CounterError
 from vtpm_manager.durable import atomic_write
 from vtpm_manager.engines import engine_factory
+from vtpm_manager.instance import Instance
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import state_manufacturer
@@ -42,8 +43,13 @@ from vtpm_manager.root import (
 from vtpm_manager.store import Record, StateStore, StateTampered
 
 from . import selfmeasure
+from .attestation_store import AttestationStore
+from .attestor import Attestor
 from .config import SOFTWARE_ROOT, Settings
+from .finalizer import Finalizer
 from .frontends.control_sockets import ControlSockets
+from .imagestore import ImageStore
+from .rpc.attestation import AttestationServicer
 from .rpc.auth import TOKEN_FILE, ensure_token
 from .rpc.server import build_server
 
@@ -136,21 +142,41 @@ def _engine_options(settings: Settings) -> dict[str, str]:
             "host_pcrs": settings.passthrough_host_pcrs}
 
 
-def _manufacturer(settings: Settings, kek: KeyEncryptionKey) -> Callable[[Record], bytes | None]:
-    """Every new vTPM is manufactured: EKs, EK and platform certificates from the
-    vTPM CA. A passthrough vTPM is the host's TPM and already has its own."""
-    host = settings.host_name or socket.getfqdn()
+def host_name(settings: Settings) -> str:
+    return settings.host_name or socket.getfqdn()
+
+
+def open_ca(settings: Settings, kek: KeyEncryptionKey) -> VtpmCA:
+    """The vTPM CA: manufacturing certifies EKs with it, enrollment certifies AKs."""
     try:
-        ca = VtpmCA.open(settings.state_dir, kek, host)
+        ca = VtpmCA.open(settings.state_dir, kek, host_name(settings))
     except CAError as exc:
         raise StartupError(str(exc)) from None
     log.info("vTPM CA: %s", ca.certificate.subject.rfc4514_string())
-    make = state_manufacturer(ca, host)
+    return ca
+
+
+def _manufacturer(settings: Settings, ca: VtpmCA) -> Callable[[Record], bytes | None]:
+    """Every new vTPM is manufactured: EKs, EK and platform certificates from the
+    vTPM CA. A passthrough vTPM is the host's TPM and already has its own."""
+    make = state_manufacturer(ca, host_name(settings))
 
     def hook(record: Record) -> bytes | None:
         return None if record.engine == "passthrough" else make(record)
 
     return hook
+
+
+def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
+                        control_socket_of: Callable[[Instance], str]) -> AttestationServicer:
+    """Finalizer and attestor, sharing the image store and the per-vTPM sidecars
+    (removed with their vTPM)."""
+    records = AttestationStore(settings.state_dir)
+    manager.add_listener(lambda event, instance: records.forget(instance.record.uuid)
+                         if event == "deleted" else None)
+    finalizer = Finalizer(manager, ca, host_name(settings), records, control_socket_of)
+    return AttestationServicer(finalizer, Attestor(manager, ca, records),
+                               ImageStore(settings.state_dir), control_socket_of)
 
 
 def serve(settings: Settings) -> int:
@@ -168,9 +194,10 @@ def serve(settings: Settings) -> int:
     run_root.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
         store = open_store(settings, root, kek)
+        ca = open_ca(settings, kek)
         manager = VtpmManager(store, run_root, settings.default_engine,
                               factory=engine_factory(_engine_options(settings)),
-                              manufacturer=_manufacturer(settings, kek))
+                              manufacturer=_manufacturer(settings, ca))
     except BaseException:
         if own_run_root:
             shutil.rmtree(run_root, ignore_errors=True)
@@ -182,7 +209,8 @@ def serve(settings: Settings) -> int:
     sockets = ControlSockets(manager, run_root)
     token = ensure_token(state_dir)
     server, health, port = build_server(
-        manager, settings.listen, token, state_dir / TOKEN_FILE, sockets.path_of
+        manager, settings.listen, token, state_dir / TOKEN_FILE, sockets.path_of,
+        attestation_service(settings, manager, ca, sockets.path_of),
     )
     stopping = threading.Event()
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
@@ -108,6 +109,28 @@ class Instance:
         with self.lock:
             if self._lease is lease:
                 self._lease = None
+
+    @contextmanager
+    def exclusive(self, holder: str, *, force: bool = False) -> Iterator[Lease]:
+        """A lease for a sequence of commands no one may interleave with (DomS0's own
+        measurements, enrollment, quotes): the vTPM's lock is held throughout.
+
+        If a front end holds the vTPM, ``force`` borrows its lease for the duration
+        (its commands wait meanwhile); without ``force`` that is refused by name.
+        """
+        with self.lock:
+            if self._lease is not None:
+                if not force:
+                    raise FailedPrecondition(
+                        f"vTPM {self.record.name} is held by {self._lease.holder}; "
+                        "detach that front end (stop the domain) first")
+                yield self._lease
+                return
+            lease = self.attach(holder)
+            try:
+                yield lease
+            finally:
+                self.detach(lease)
 
     # -- commands --------------------------------------------------------------------
 

@@ -21,15 +21,8 @@ from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from domS0.client.channel import CredentialError, default_server, load_token, open_channel
 
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 3
-RPC_TIMEOUT = 30.0
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_REFUSED) -> None:
-        super().__init__(message)
-        self.code = code
+from . import measured
+from .errors import EXIT_REFUSED, EXIT_UNREACHABLE, RPC_TIMEOUT, CliError
 
 
 def _vtpm_dict(vtpm: pb.Vtpm) -> dict[str, Any]:
@@ -159,7 +152,12 @@ def cmd_attach(args: argparse.Namespace, channel: grpc.Channel) -> None:
 COMMANDS: dict[str, Callable[[argparse.Namespace, grpc.Channel], None]] = {
     "create": cmd_create, "list": cmd_list, "show": cmd_show, "delete": cmd_delete,
     "start": cmd_start_or_stop, "stop": cmd_start_or_stop, "transmit": cmd_transmit,
-    "attach": cmd_attach,
+    "attach": cmd_attach, "build": measured.cmd_build, "quote": measured.cmd_quote,
+    "certs": measured.cmd_certs, "eventlog": measured.cmd_eventlog,
+}
+#: Commands that never talk to DomS0 (no token, no channel).
+LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "predict": measured.cmd_predict, "verify": measured.cmd_verify,
 }
 
 
@@ -200,11 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--swtpm", required=True, metavar="HOST:PORT|unix:PATH",
                    help="data port (control on PORT+1), or a Unix socket PATH (control "
                    "on PATH.ctrl, mode 0600)")
+    measured.add_parsers(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in LOCAL_COMMANDS:
+        try:
+            return LOCAL_COMMANDS[args.command](args)
+        except CliError as exc:
+            print(f"vtpmctl: {exc}", file=sys.stderr)
+            return exc.code
     try:
         token = load_token(args.token_file)
         channel = open_channel(args.server, token)

@@ -1,4 +1,4 @@
-"""Assemble DomS0's gRPC server: our two services, health checking, reflection."""
+"""Assemble DomS0's gRPC server: our three services, health checking, reflection."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from vtpm_manager.manager import VtpmManager
 
+from .attestation import AttestationServicer
 from .auth import TokenInterceptor
 from .servicers import ControlSocketOf, ManagerServicer, TpmServicer
 
@@ -30,6 +31,7 @@ def build_server(
     token: str,
     token_path: Path,
     control_socket_of: ControlSocketOf,
+    attestation: AttestationServicer | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Create and bind (not start) the server; returns it, its health servicer, the port.
 
@@ -47,11 +49,15 @@ def build_server(
     )
     pb_grpc.add_ManagerServicer_to_server(ManagerServicer(manager, control_socket_of), server)
     pb_grpc.add_TpmServicer_to_server(TpmServicer(manager, control_socket_of), server)
+    names = ["Manager", "Tpm"]
+    if attestation is not None:
+        pb_grpc.add_AttestationServicer_to_server(attestation, server)
+        names.append("Attestation")
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    ours = tuple(pb.DESCRIPTOR.services_by_name[name].full_name for name in names)
     services = (
-        pb.DESCRIPTOR.services_by_name["Manager"].full_name,
-        pb.DESCRIPTOR.services_by_name["Tpm"].full_name,
+        *ours,
         health.SERVICE_NAME,
         reflection.SERVICE_NAME,
     )
@@ -62,6 +68,6 @@ def build_server(
         raise BindError(f"cannot listen on {listen}: {exc}") from exc
     if port == 0 and not listen.startswith("unix:"):
         raise BindError(f"cannot listen on {listen} (address in use or not local)")
-    for name in (*services[:2], ""):
+    for name in (*ours, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, health_servicer, port

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12vtpm/v1/vtpm.proto\x12\x07vtpm.v1\"\xf3\x01\n\x04Vtpm\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.vtpm.v1.VtpmState\x12\x0e\n\x06holder\x18\x05 \x01(\t\x12-\n\x08metadata\x18\x06 \x03(\x0b\x32\x1b.vtpm.v1.Vtpm.MetadataEntry\x12\x14\n\x0c\x63reated_unix\x18\x07 \x01(\x03\x12\x16\n\x0e\x63ontrol_socket\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x11\x43reateVtpmRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12:\n\x08metadata\x18\x03 \x03(\x0b\x32(.vtpm.v1.CreateVtpmRequest.MetadataEntry\x12\r\n\x05start\x18\x04 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1e\n\x0eGetVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"\x12\n\x10ListVtpmsRequest\"1\n\x11ListVtpmsResponse\x12\x1c\n\x05vtpms\x18\x01 \x03(\x0b\x32\r.vtpm.v1.Vtpm\"!\n\x11\x44\x65leteVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteVtpmResponse\" \n\x10StartVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"\x1f\n\x0fStopVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"B\n\x0fTransmitRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\x0c\x12\x10\n\x08locality\x18\x03 \x01(\r\"$\n\x10TransmitResponse\x12\x10\n\x08response\x18\x01 \x01(\x0c\"\x91\x01\n\rAttachRequest\x12!\n\x06\x61ttach\x18\x01 \x01(\x0b\x32\x0f.vtpm.v1.AttachH\x00\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x18.vtpm.v1.TransmitRequestH\x00\x12*\n\x0bpower_cycle\x18\x03 \x01(\x0b\x32\x13.vtpm.v1.PowerCycleH\x00\x42\x04\n\x02op\"&\n\x06\x41ttach\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\"%\n\nPowerCycle\x12\x17\n\x0f\x64\x65lete_volatile\x18\x01 \x01(\x08\"\x9d\x01\n\x0e\x41ttachResponse\x12!\n\x08\x61ttached\x18\x01 \x01(\x0b\x32\r.vtpm.v1.VtpmH\x00\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.vtpm.v1.TransmitResponseH\x00\x12/\n\x0cpower_cycled\x18\x03 \x01(\x0b\x32\x17.vtpm.v1.PowerCycleDoneH\x00\x42\x08\n\x06result\"\x10\n\x0ePowerCycleDone*W\n\tVtpmState\x12\x1a\n\x16VTPM_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12VTPM_STATE_STOPPED\x10\x01\x12\x16\n\x12VTPM_STATE_RUNNING\x10\x02\x32\xec\x02\n\x07Manager\x12\x37\n\nCreateVtpm\x12\x1a.vtpm.v1.CreateVtpmRequest\x1a\r.vtpm.v1.Vtpm\x12\x31\n\x07GetVtpm\x12\x17.vtpm.v1.GetVtpmRequest\x1a\r.vtpm.v1.Vtpm\x12\x42\n\tListVtpms\x12\x19.vtpm.v1.ListVtpmsRequest\x1a\x1a.vtpm.v1.ListVtpmsResponse\x12\x45\n\nDeleteVtpm\x12\x1a.vtpm.v1.DeleteVtpmRequest\x1a\x1b.vtpm.v1.DeleteVtpmResponse\x12\x35\n\tStartVtpm\x12\x19.vtpm.v1.StartVtpmRequest\x1a\r.vtpm.v1.Vtpm\x12\x33\n\x08StopVtpm\x12\x18.vtpm.v1.StopVtpmRequest\x1a\r.vtpm.v1.Vtpm2\x85\x01\n\x03Tpm\x12?\n\x08Transmit\x12\x18.vtpm.v1.TransmitRequest\x1a\x19.vtpm.v1.TransmitResponse\x12=\n\x06\x41ttach\x12\x16.vtpm.v1.AttachRequest\x1a\x17.vtpm.v1.AttachResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12vtpm/v1/vtpm.proto\x12\x07vtpm.v1\"\xf3\x01\n\x04Vtpm\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x03 \x01(\t\x12!\n\x05state\x18\x04 \x01(\x0e\x32\x12.vtpm.v1.VtpmState\x12\x0e\n\x06holder\x18\x05 \x01(\t\x12-\n\x08metadata\x18\x06 \x03(\x0b\x32\x1b.vtpm.v1.Vtpm.MetadataEntry\x12\x14\n\x0c\x63reated_unix\x18\x07 \x01(\x03\x12\x16\n\x0e\x63ontrol_socket\x18\x08 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xad\x01\n\x11\x43reateVtpmRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x02 \x01(\t\x12:\n\x08metadata\x18\x03 \x03(\x0b\x32(.vtpm.v1.CreateVtpmRequest.MetadataEntry\x12\r\n\x05start\x18\x04 \x01(\x08\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1e\n\x0eGetVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"\x12\n\x10ListVtpmsRequest\"1\n\x11ListVtpmsResponse\x12\x1c\n\x05vtpms\x18\x01 \x03(\x0b\x32\r.vtpm.v1.Vtpm\"!\n\x11\x44\x65leteVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"\x14\n\x12\x44\x65leteVtpmResponse\" \n\x10StartVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"\x1f\n\x0fStopVtpmRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"B\n\x0fTransmitRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\x0c\x12\x10\n\x08locality\x18\x03 \x01(\r\"$\n\x10TransmitResponse\x12\x10\n\x08response\x18\x01 \x01(\x0c\"\x91\x01\n\rAttachRequest\x12!\n\x06\x61ttach\x18\x01 \x01(\x0b\x32\x0f.vtpm.v1.AttachH\x00\x12+\n\x07\x63ommand\x18\x02 \x01(\x0b\x32\x18.vtpm.v1.TransmitRequestH\x00\x12*\n\x0bpower_cycle\x18\x03 \x01(\x0b\x32\x13.vtpm.v1.PowerCycleH\x00\x42\x04\n\x02op\"&\n\x06\x41ttach\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\"%\n\nPowerCycle\x12\x17\n\x0f\x64\x65lete_volatile\x18\x01 \x01(\x08\"\x9d\x01\n\x0e\x41ttachResponse\x12!\n\x08\x61ttached\x18\x01 \x01(\x0b\x32\r.vtpm.v1.VtpmH\x00\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.vtpm.v1.TransmitResponseH\x00\x12/\n\x0cpower_cycled\x18\x03 \x01(\x0b\x32\x17.vtpm.v1.PowerCycleDoneH\x00\x42\x08\n\x06result\"\x10\n\x0ePowerCycleDone\"d\n\x0c\x42uildRequest\x12&\n\x06header\x18\x01 \x01(\x0b\x32\x14.vtpm.v1.BuildHeaderH\x00\x12$\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x13.vtpm.v1.ImageChunkH\x00\x42\x06\n\x04part\"\x82\x01\n\x0b\x42uildHeader\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\x12\x0f\n\x07\x63mdline\x18\x02 \x01(\t\x12\x1a\n\x12launch_config_json\x18\x03 \x01(\t\x12\r\n\x05\x66orce\x18\x04 \x01(\x08\x12\x19\n\x11\x63reate_if_missing\x18\x05 \x01(\x08\x12\x0e\n\x06\x65ngine\x18\x06 \x01(\t\"<\n\nImageChunk\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.vtpm.v1.ImageKind\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"}\n\rBuildResponse\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\x12\x11\n\tevent_log\x18\x02 \x01(\x0c\x12\x11\n\tqemu_args\x18\x03 \x03(\t\x12\x1b\n\x04vtpm\x18\x04 \x01(\x0b\x32\r.vtpm.v1.Vtpm\x12\x12\n\nenrollment\x18\x05 \x01(\t\"(\n\x0fPredictResponse\x12\x15\n\rmanifest_json\x18\x01 \x01(\t\"B\n\x0cQuoteRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x15\n\rpcr_selection\x18\x03 \x01(\t\"4\n\x08PcrValue\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x0b\n\x03pcr\x18\x02 \x01(\r\x12\r\n\x05value\x18\x03 \x01(\x0c\"\xcc\x01\n\rQuoteResponse\x12\x11\n\tvtpm_uuid\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x15\n\rpcr_selection\x18\x03 \x01(\t\x12\x0e\n\x06\x61ttest\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\x12\x1f\n\x04pcrs\x18\x06 \x03(\x0b\x32\x11.vtpm.v1.PcrValue\x12\x15\n\rak_public_pem\x18\x07 \x01(\t\x12\x14\n\x0c\x63\x65rtificates\x18\x08 \x03(\t\x12\x11\n\tevent_log\x18\t \x01(\x0c\"\"\n\x12GetEventLogRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"(\n\x13GetEventLogResponse\x12\x11\n\tevent_log\x18\x01 \x01(\x0c\"&\n\x16GetCertificatesRequest\x12\x0c\n\x04vtpm\x18\x01 \x01(\t\"y\n\x17GetCertificatesResponse\x12\x17\n\x0f\x65k_certificates\x18\x01 \x03(\t\x12\x16\n\x0e\x61k_certificate\x18\x02 \x01(\t\x12\x16\n\x0e\x63\x61_certificate\x18\x03 \x01(\t\x12\x15\n\rak_public_pem\x18\x04 \x01(\t*W\n\tVtpmState\x12\x1a\n\x16VTPM_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12VTPM_STATE_STOPPED\x10\x01\x12\x16\n\x12VTPM_STATE_RUNNING\x10\x02*U\n\tImageKind\x12\x1a\n\x16IMAGE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11IMAGE_KIND_KERNEL\x10\x01\x12\x15\n\x11IMAGE_KIND_INITRD\x10\x02\x32\xec\x02\n\x07Manager\x12\x37\n\nCreateVtpm\x12\x1a.vtpm.v1.CreateVtpmRequest\x1a\r.vtpm.v1.Vtpm\x12\x31\n\x07GetVtpm\x12\x17.vtpm.v1.GetVtpmRequest\x1a\r.vtpm.v1.Vtpm\x12\x42\n\tListVtpms\x12\x19.vtpm.v1.ListVtpmsRequest\x1a\x1a.vtpm.v1.ListVtpmsResponse\x12\x45\n\nDeleteVtpm\x12\x1a.vtpm.v1.DeleteVtpmRequest\x1a\x1b.vtpm.v1.DeleteVtpmResponse\x12\x35\n\tStartVtpm\x12\x19.vtpm.v1.StartVtpmRequest\x1a\r.vtpm.v1.Vtpm\x12\x33\n\x08StopVtpm\x12\x18.vtpm.v1.StopVtpmRequest\x1a\r.vtpm.v1.Vtpm2\x85\x01\n\x03Tpm\x12?\n\x08Transmit\x12\x18.vtpm.v1.TransmitRequest\x1a\x19.vtpm.v1.TransmitResponse\x12=\n\x06\x41ttach\x12\x16.vtpm.v1.AttachRequest\x1a\x17.vtpm.v1.AttachResponse(\x01\x30\x01\x32\xdd\x02\n\x0b\x41ttestation\x12\x38\n\x05\x42uild\x12\x15.vtpm.v1.BuildRequest\x1a\x16.vtpm.v1.BuildResponse(\x01\x12<\n\x07Predict\x12\x15.vtpm.v1.BuildRequest\x1a\x18.vtpm.v1.PredictResponse(\x01\x12\x36\n\x05Quote\x12\x15.vtpm.v1.QuoteRequest\x1a\x16.vtpm.v1.QuoteResponse\x12H\n\x0bGetEventLog\x12\x1b.vtpm.v1.GetEventLogRequest\x1a\x1c.vtpm.v1.GetEventLogResponse\x12T\n\x0fGetCertificates\x12\x1f.vtpm.v1.GetCertificatesRequest\x1a .vtpm.v1.GetCertificatesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VTPM_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_CREATEVTPMREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_CREATEVTPMREQUEST_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_VTPMSTATE']._serialized_start=1191
-  _globals['_VTPMSTATE']._serialized_end=1278
+  _globals['_VTPMSTATE']._serialized_start=2227
+  _globals['_VTPMSTATE']._serialized_end=2314
+  _globals['_IMAGEKIND']._serialized_start=2316
+  _globals['_IMAGEKIND']._serialized_end=2401
   _globals['_VTPM']._serialized_start=32
   _globals['_VTPM']._serialized_end=275
   _globals['_VTPM_METADATAENTRY']._serialized_start=228
@@ -73,8 +75,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHRESPONSE']._serialized_end=1171
   _globals['_POWERCYCLEDONE']._serialized_start=1173
   _globals['_POWERCYCLEDONE']._serialized_end=1189
-  _globals['_MANAGER']._serialized_start=1281
-  _globals['_MANAGER']._serialized_end=1645
-  _globals['_TPM']._serialized_start=1648
-  _globals['_TPM']._serialized_end=1781
+  _globals['_BUILDREQUEST']._serialized_start=1191
+  _globals['_BUILDREQUEST']._serialized_end=1291
+  _globals['_BUILDHEADER']._serialized_start=1294
+  _globals['_BUILDHEADER']._serialized_end=1424
+  _globals['_IMAGECHUNK']._serialized_start=1426
+  _globals['_IMAGECHUNK']._serialized_end=1486
+  _globals['_BUILDRESPONSE']._serialized_start=1488
+  _globals['_BUILDRESPONSE']._serialized_end=1613
+  _globals['_PREDICTRESPONSE']._serialized_start=1615
+  _globals['_PREDICTRESPONSE']._serialized_end=1655
+  _globals['_QUOTEREQUEST']._serialized_start=1657
+  _globals['_QUOTEREQUEST']._serialized_end=1723
+  _globals['_PCRVALUE']._serialized_start=1725
+  _globals['_PCRVALUE']._serialized_end=1777
+  _globals['_QUOTERESPONSE']._serialized_start=1780
+  _globals['_QUOTERESPONSE']._serialized_end=1984
+  _globals['_GETEVENTLOGREQUEST']._serialized_start=1986
+  _globals['_GETEVENTLOGREQUEST']._serialized_end=2020
+  _globals['_GETEVENTLOGRESPONSE']._serialized_start=2022
+  _globals['_GETEVENTLOGRESPONSE']._serialized_end=2062
+  _globals['_GETCERTIFICATESREQUEST']._serialized_start=2064
+  _globals['_GETCERTIFICATESREQUEST']._serialized_end=2102
+  _globals['_GETCERTIFICATESRESPONSE']._serialized_start=2104
+  _globals['_GETCERTIFICATESRESPONSE']._serialized_end=2225
+  _globals['_MANAGER']._serialized_start=2404
+  _globals['_MANAGER']._serialized_end=2768
+  _globals['_TPM']._serialized_start=2771
+  _globals['_TPM']._serialized_end=2904
+  _globals['_ATTESTATION']._serialized_start=2907
+  _globals['_ATTESTATION']._serialized_end=3256
 # @@protoc_insertion_point(module_scope)

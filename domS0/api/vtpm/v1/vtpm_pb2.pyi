@@ -12,9 +12,18 @@ class VtpmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VTPM_STATE_UNSPECIFIED: _ClassVar[VtpmState]
     VTPM_STATE_STOPPED: _ClassVar[VtpmState]
     VTPM_STATE_RUNNING: _ClassVar[VtpmState]
+
+class ImageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_KIND_UNSPECIFIED: _ClassVar[ImageKind]
+    IMAGE_KIND_KERNEL: _ClassVar[ImageKind]
+    IMAGE_KIND_INITRD: _ClassVar[ImageKind]
 VTPM_STATE_UNSPECIFIED: VtpmState
 VTPM_STATE_STOPPED: VtpmState
 VTPM_STATE_RUNNING: VtpmState
+IMAGE_KIND_UNSPECIFIED: ImageKind
+IMAGE_KIND_KERNEL: ImageKind
+IMAGE_KIND_INITRD: ImageKind
 
 class Vtpm(_message.Message):
     __slots__ = ("uuid", "name", "engine", "state", "holder", "metadata", "created_unix", "control_socket")
@@ -153,3 +162,127 @@ class AttachResponse(_message.Message):
 class PowerCycleDone(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class BuildRequest(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: BuildHeader
+    chunk: ImageChunk
+    def __init__(self, header: _Optional[_Union[BuildHeader, _Mapping]] = ..., chunk: _Optional[_Union[ImageChunk, _Mapping]] = ...) -> None: ...
+
+class BuildHeader(_message.Message):
+    __slots__ = ("vtpm", "cmdline", "launch_config_json", "force", "create_if_missing", "engine")
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    CMDLINE_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_IF_MISSING_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    vtpm: str
+    cmdline: str
+    launch_config_json: str
+    force: bool
+    create_if_missing: bool
+    engine: str
+    def __init__(self, vtpm: _Optional[str] = ..., cmdline: _Optional[str] = ..., launch_config_json: _Optional[str] = ..., force: _Optional[bool] = ..., create_if_missing: _Optional[bool] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class ImageChunk(_message.Message):
+    __slots__ = ("kind", "data")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    kind: ImageKind
+    data: bytes
+    def __init__(self, kind: _Optional[_Union[ImageKind, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class BuildResponse(_message.Message):
+    __slots__ = ("manifest_json", "event_log", "qemu_args", "vtpm", "enrollment")
+    MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
+    QEMU_ARGS_FIELD_NUMBER: _ClassVar[int]
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    ENROLLMENT_FIELD_NUMBER: _ClassVar[int]
+    manifest_json: str
+    event_log: bytes
+    qemu_args: _containers.RepeatedScalarFieldContainer[str]
+    vtpm: Vtpm
+    enrollment: str
+    def __init__(self, manifest_json: _Optional[str] = ..., event_log: _Optional[bytes] = ..., qemu_args: _Optional[_Iterable[str]] = ..., vtpm: _Optional[_Union[Vtpm, _Mapping]] = ..., enrollment: _Optional[str] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("manifest_json",)
+    MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    manifest_json: str
+    def __init__(self, manifest_json: _Optional[str] = ...) -> None: ...
+
+class QuoteRequest(_message.Message):
+    __slots__ = ("vtpm", "nonce", "pcr_selection")
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    PCR_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    vtpm: str
+    nonce: bytes
+    pcr_selection: str
+    def __init__(self, vtpm: _Optional[str] = ..., nonce: _Optional[bytes] = ..., pcr_selection: _Optional[str] = ...) -> None: ...
+
+class PcrValue(_message.Message):
+    __slots__ = ("bank", "pcr", "value")
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    PCR_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    bank: str
+    pcr: int
+    value: bytes
+    def __init__(self, bank: _Optional[str] = ..., pcr: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class QuoteResponse(_message.Message):
+    __slots__ = ("vtpm_uuid", "nonce", "pcr_selection", "attest", "signature", "pcrs", "ak_public_pem", "certificates", "event_log")
+    VTPM_UUID_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    PCR_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    ATTEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    PCRS_FIELD_NUMBER: _ClassVar[int]
+    AK_PUBLIC_PEM_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
+    vtpm_uuid: str
+    nonce: bytes
+    pcr_selection: str
+    attest: bytes
+    signature: bytes
+    pcrs: _containers.RepeatedCompositeFieldContainer[PcrValue]
+    ak_public_pem: str
+    certificates: _containers.RepeatedScalarFieldContainer[str]
+    event_log: bytes
+    def __init__(self, vtpm_uuid: _Optional[str] = ..., nonce: _Optional[bytes] = ..., pcr_selection: _Optional[str] = ..., attest: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcrs: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ..., ak_public_pem: _Optional[str] = ..., certificates: _Optional[_Iterable[str]] = ..., event_log: _Optional[bytes] = ...) -> None: ...
+
+class GetEventLogRequest(_message.Message):
+    __slots__ = ("vtpm",)
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    vtpm: str
+    def __init__(self, vtpm: _Optional[str] = ...) -> None: ...
+
+class GetEventLogResponse(_message.Message):
+    __slots__ = ("event_log",)
+    EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
+    event_log: bytes
+    def __init__(self, event_log: _Optional[bytes] = ...) -> None: ...
+
+class GetCertificatesRequest(_message.Message):
+    __slots__ = ("vtpm",)
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    vtpm: str
+    def __init__(self, vtpm: _Optional[str] = ...) -> None: ...
+
+class GetCertificatesResponse(_message.Message):
+    __slots__ = ("ek_certificates", "ak_certificate", "ca_certificate", "ak_public_pem")
+    EK_CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
+    AK_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    CA_CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    AK_PUBLIC_PEM_FIELD_NUMBER: _ClassVar[int]
+    ek_certificates: _containers.RepeatedScalarFieldContainer[str]
+    ak_certificate: str
+    ca_certificate: str
+    ak_public_pem: str
+    def __init__(self, ek_certificates: _Optional[_Iterable[str]] = ..., ak_certificate: _Optional[str] = ..., ca_certificate: _Optional[str] = ..., ak_public_pem: _Optional[str] = ...) -> None: ...

@@ -436,3 +436,262 @@ class Tpm:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class AttestationStub:
+    """Measured domain launch (the finalizer) and attestation. A builder streams the
+    images; DomS0 stores them content-addressed and computes every digest itself —
+    no request carries a digest.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Build = channel.stream_unary(
+                '/vtpm.v1.Attestation/Build',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.BuildRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.BuildResponse.FromString,
+                _registered_method=True)
+        self.Predict = channel.stream_unary(
+                '/vtpm.v1.Attestation/Predict',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.BuildRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.PredictResponse.FromString,
+                _registered_method=True)
+        self.Quote = channel.unary_unary(
+                '/vtpm.v1.Attestation/Quote',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.QuoteRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.QuoteResponse.FromString,
+                _registered_method=True)
+        self.GetEventLog = channel.unary_unary(
+                '/vtpm.v1.Attestation/GetEventLog',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.GetEventLogRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GetEventLogResponse.FromString,
+                _registered_method=True)
+        self.GetCertificates = channel.unary_unary(
+                '/vtpm.v1.Attestation/GetCertificates',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesResponse.FromString,
+                _registered_method=True)
+
+
+class AttestationServicer:
+    """Measured domain launch (the finalizer) and attestation. A builder streams the
+    images; DomS0 stores them content-addressed and computes every digest itself —
+    no request carries a digest.
+    """
+
+    def Build(self, request_iterator, context):
+        """First message `header`, then `chunk`s of the kernel and (optionally) initrd,
+        each kind's chunks in order. Power-cycles the vTPM, extends PCRs 8/9 with
+        GRUB-convention events, keeps the TCG event log, enrolls an AK once.
+        FAILED_PRECONDITION while a front end holds the vTPM, unless `force`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Predict(self, request_iterator, context):
+        """The same input; returns the manifest only, no vTPM is touched.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Quote(self, request, context):
+        """TPM2_Quote with the vTPM's enrolled AK, plus what a verifier needs beside it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEventLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCertificates(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_AttestationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Build': grpc.stream_unary_rpc_method_handler(
+                    servicer.Build,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.BuildRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.BuildResponse.SerializeToString,
+            ),
+            'Predict': grpc.stream_unary_rpc_method_handler(
+                    servicer.Predict,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.BuildRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.PredictResponse.SerializeToString,
+            ),
+            'Quote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Quote,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.QuoteRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.QuoteResponse.SerializeToString,
+            ),
+            'GetEventLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEventLog,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GetEventLogRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.GetEventLogResponse.SerializeToString,
+            ),
+            'GetCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCertificates,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vtpm.v1.Attestation', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vtpm.v1.Attestation', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Attestation:
+    """Measured domain launch (the finalizer) and attestation. A builder streams the
+    images; DomS0 stores them content-addressed and computes every digest itself —
+    no request carries a digest.
+    """
+
+    @staticmethod
+    def Build(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/vtpm.v1.Attestation/Build',
+            vtpm_dot_v1_dot_vtpm__pb2.BuildRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.BuildResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Predict(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/vtpm.v1.Attestation/Predict',
+            vtpm_dot_v1_dot_vtpm__pb2.BuildRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Quote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Attestation/Quote',
+            vtpm_dot_v1_dot_vtpm__pb2.QuoteRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.QuoteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEventLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Attestation/GetEventLog',
+            vtpm_dot_v1_dot_vtpm__pb2.GetEventLogRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.GetEventLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Attestation/GetCertificates',
+            vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,115 @@
+"""Attestation (data path 3) on DomS0's side: quotes, event logs, certificates.
+
+A quote is given while a domain runs (that is its point), so it borrows the front
+end's lease for its few commands (``Instance.exclusive(force=True)``): the guest's
+commands wait, none interleave with the AK's load-and-quote. Everything returned is
+checked by the verifier against the vTPM CA; nothing here needs to be trusted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from tpm2_pytss import TSS2_Exception
+
+from measure.evidence import Evidence
+from vtpm_manager.attestation import AttestationError, quote
+from vtpm_manager.ca import VtpmCA
+from vtpm_manager.errors import FailedPrecondition, InvalidArgument
+from vtpm_manager.instance import Instance
+from vtpm_manager.manager import VtpmManager
+from vtpm_manager.manufacture import EK_KINDS, esapi_over, read_nv
+
+from .attestation_store import AttestationStore, EnrolledAk
+
+DEFAULT_SELECTION = "sha256:0-23"
+QUOTE_HOLDER = "a DomS0 quote"
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ek_certificates: tuple[bytes, ...]
+    ak_certificate: bytes
+    ak_public_pem: bytes
+    ca_certificate: bytes
+
+
+class Attestor:
+    def __init__(self, manager: VtpmManager, ca: VtpmCA | None,
+                 records: AttestationStore) -> None:
+        self._manager = manager
+        self._ca = ca
+        self._records = records
+
+    def _enrolled(self, instance: Instance) -> EnrolledAk:
+        enrolled = self._records.enrolled(instance.record.uuid)
+        if enrolled is not None:
+            return enrolled
+        name, engine = instance.record.name, instance.record.engine
+        if engine == "builtin":
+            raise FailedPrecondition(
+                f"vTPM {name} has no attestation key: its engine (builtin) lacks the "
+                "commands enrollment needs (TPM2_CreatePrimary, TPM2_ActivateCredential, "
+                "TPM2_Quote); build the domain into a vTPM with --engine swtpm")
+        raise FailedPrecondition(f"vTPM {name} has no attestation key yet; build the "
+                                 f"domain first (vtpmctl build {name} ...)")
+
+    def quote(self, ref: str, nonce: bytes, selection: str) -> Evidence:
+        instance = self._manager.get(ref)
+        enrolled = self._enrolled(instance)
+        if len(nonce) > 64:
+            raise InvalidArgument("the nonce is at most 64 bytes (a TPM2B_DATA)")
+        selection = selection or DEFAULT_SELECTION
+        with instance.exclusive(QUOTE_HOLDER, force=True) as lease:
+            try:
+                result = quote(lambda c: instance.execute(c, 0, lease), enrolled.ak, nonce,
+                               selection)
+            except ValueError as exc:
+                raise InvalidArgument(str(exc)) from None
+            except (AttestationError, TSS2_Exception) as exc:
+                raise FailedPrecondition(f"vTPM {instance.record.name} cannot quote: {exc}"
+                                         ) from None
+        return Evidence(
+            vtpm_uuid=instance.record.uuid, nonce=nonce, selection=result.selection,
+            attest=result.attest, signature=result.signature,
+            pcr_values=result.pcr_values(), ak_public_pem=enrolled.ak.public_pem(),
+            certificates=(enrolled.certificate_pem, enrolled.ek_certificate_pem),
+            eventlog=self._records.eventlog(instance.record.uuid) or b"")
+
+    def eventlog(self, ref: str) -> bytes:
+        instance = self._manager.get(ref)
+        log = self._records.eventlog(instance.record.uuid)
+        if log is None:
+            raise FailedPrecondition(f"vTPM {instance.record.name} has no event log; build "
+                                     f"the domain first (vtpmctl build {instance.record.name})")
+        return log
+
+    def certificates(self, ref: str) -> Certificates:
+        instance = self._manager.get(ref)
+        enrolled = self._records.enrolled(instance.record.uuid)
+        ca_pem = self._ca.certificate_pem() if self._ca is not None else b""
+        return Certificates(self._ek_certificates(instance),
+                            enrolled.certificate_pem if enrolled else b"",
+                            enrolled.ak.public_pem() if enrolled else b"", ca_pem)
+
+    @staticmethod
+    def _ek_certificates(instance: Instance) -> tuple[bytes, ...]:
+        """The EK certificates in the vTPM's NV (none on an unmanufactured vTPM)."""
+        if not instance.running:
+            return ()
+        pems: list[bytes] = []
+        with instance.exclusive("a DomS0 certificate read", force=True) as lease:
+            try:
+                with esapi_over(lambda c: instance.execute(c, 0, lease)) as esapi:
+                    for _, nv_index in EK_KINDS.values():
+                        try:
+                            der = read_nv(esapi, nv_index)
+                        except TSS2_Exception:
+                            continue
+                        pems.append(x509.load_der_x509_certificate(der).public_bytes(
+                            serialization.Encoding.PEM))
+            except TSS2_Exception:
+                return tuple(pems)
+        return tuple(pems)

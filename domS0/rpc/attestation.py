@@ -1,0 +1,138 @@
+"""The vtpm.v1 Attestation service: Build, Predict, Quote, GetEventLog, GetCertificates.
+
+A separate service rather than more Manager methods: it is data paths 2 and 3 (a
+builder and a verifier's agent are its callers, not the operator managing vTPMs),
+and a deployment can grant or route it on its own. Every call passes the same token
+interceptor as the other services (it is installed server-wide).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from domS0.attestor import Attestor
+from domS0.finalizer import BuildSpec, Finalizer, measure_images, parse_config
+from domS0.imagestore import ImageStore, ImageTooLarge, ImageWriter, StoredImage
+from domS0.logs import log_request
+from vtpm_manager.errors import InvalidArgument
+
+from .auth import describe_caller
+from .servicers import ControlSocketOf, to_message
+from .status import abort_on_refusal
+
+_KINDS = {pb.IMAGE_KIND_KERNEL: "kernel", pb.IMAGE_KIND_INITRD: "initrd"}
+
+
+@dataclass
+class _Upload:
+    """A Build/Predict stream taken apart: its header and the images it stored."""
+
+    header: pb.BuildHeader
+    images: dict[str, StoredImage] = field(default_factory=dict)
+
+
+def receive(requests: Iterator[pb.BuildRequest], store: ImageStore) -> _Upload:
+    """Read the header, then stream each image's chunks into the store."""
+    first = next(requests, None)
+    if first is None or first.WhichOneof("part") != "header":
+        raise InvalidArgument("the first message of a Build stream must be `header`")
+    writers: dict[str, ImageWriter] = {}
+    try:
+        for request in requests:
+            if request.WhichOneof("part") != "chunk":
+                raise InvalidArgument("after `header`, send only `chunk` messages")
+            kind = _KINDS.get(request.chunk.kind)
+            if kind is None:
+                raise InvalidArgument("each chunk needs kind KERNEL or INITRD")
+            writer = writers.get(kind) or writers.setdefault(kind, store.writer())
+            try:
+                writer.write(request.chunk.data)
+            except ImageTooLarge as exc:
+                raise InvalidArgument(f"{kind}: {exc}") from None
+        if "kernel" not in writers:
+            raise InvalidArgument("no kernel was sent; stream it as KERNEL chunks")
+        return _Upload(first.header, {kind: w.commit() for kind, w in writers.items()})
+    finally:
+        for writer in writers.values():
+            writer.abort()
+
+
+class AttestationServicer(pb_grpc.AttestationServicer):
+    def __init__(self, finalizer: Finalizer, attestor: Attestor, images: ImageStore,
+                 control_socket_of: ControlSocketOf) -> None:
+        self._finalizer = finalizer
+        self._attestor = attestor
+        self._images = images
+        self._socket_of = control_socket_of
+
+    @abort_on_refusal
+    def Build(self, request_iterator: Iterator[pb.BuildRequest],
+              context: grpc.ServicerContext) -> pb.BuildResponse:
+        started = time.perf_counter()
+        upload = receive(request_iterator, self._images)
+        header = upload.header
+        try:
+            if not header.vtpm:
+                raise InvalidArgument("the header must name the vTPM (`vtpm`)")
+            spec = BuildSpec(header.vtpm, header.cmdline, parse_config(header.launch_config_json),
+                             header.force, header.create_if_missing, header.engine)
+            result = self._finalizer.build(spec, upload.images["kernel"],
+                                           upload.images.get("initrd"))
+            return pb.BuildResponse(
+                manifest_json=result.manifest.dumps(), event_log=result.eventlog,
+                qemu_args=list(result.qemu_args), enrollment=result.enrollment,
+                vtpm=to_message(result.instance, self._socket_of(result.instance)))
+        finally:
+            log_request("api request", started, method="Build", vtpm=header.vtpm,
+                        caller=describe_caller(context))
+
+    @abort_on_refusal
+    def Predict(self, request_iterator: Iterator[pb.BuildRequest],
+                context: grpc.ServicerContext) -> pb.PredictResponse:
+        upload = receive(request_iterator, self._images)
+        manifest = measure_images(upload.images["kernel"], upload.images.get("initrd"),
+                                  upload.header.cmdline,
+                                  parse_config(upload.header.launch_config_json))
+        return pb.PredictResponse(manifest_json=manifest.dumps())
+
+    @abort_on_refusal
+    def Quote(self, request: pb.QuoteRequest, context: grpc.ServicerContext
+              ) -> pb.QuoteResponse:
+        started = time.perf_counter()
+        try:
+            evidence = self._attestor.quote(request.vtpm, request.nonce,
+                                            request.pcr_selection)
+        finally:
+            log_request("api request", started, method="Quote", vtpm=request.vtpm,
+                        caller=describe_caller(context))
+        selection = "+".join(f"{bank}:{','.join(map(str, pcrs))}"
+                             for bank, pcrs in evidence.selection)
+        return pb.QuoteResponse(
+            vtpm_uuid=evidence.vtpm_uuid, nonce=evidence.nonce, pcr_selection=selection,
+            attest=evidence.attest, signature=evidence.signature,
+            pcrs=[pb.PcrValue(bank=bank, pcr=pcr, value=evidence.pcr_values[bank][pcr])
+                  for bank, pcrs in evidence.selection for pcr in pcrs],
+            ak_public_pem=evidence.ak_public_pem.decode(),
+            certificates=[pem.decode() for pem in evidence.certificates],
+            event_log=evidence.eventlog)
+
+    @abort_on_refusal
+    def GetEventLog(self, request: pb.GetEventLogRequest, context: grpc.ServicerContext
+                    ) -> pb.GetEventLogResponse:
+        return pb.GetEventLogResponse(event_log=self._attestor.eventlog(request.vtpm))
+
+    @abort_on_refusal
+    def GetCertificates(self, request: pb.GetCertificatesRequest,
+                        context: grpc.ServicerContext) -> pb.GetCertificatesResponse:
+        certs = self._attestor.certificates(request.vtpm)
+        return pb.GetCertificatesResponse(
+            ek_certificates=[pem.decode() for pem in certs.ek_certificates],
+            ak_certificate=certs.ak_certificate.decode(),
+            ak_public_pem=certs.ak_public_pem.decode(),
+            ca_certificate=certs.ca_certificate.decode())
