@@ -14,7 +14,7 @@ format version and is refused, not misread, if it is another version.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -43,11 +43,27 @@ def _pem(certificate: x509.Certificate) -> bytes:
     return certificate.public_bytes(serialization.Encoding.PEM)
 
 
+BOOTS_DIR = "boots"
+BOOT_FORMAT = "vtpm-stack.boot"
+BOOT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class BootRecord:
+    """A built domain's boot: stored image names (sha256) and its settings."""
+
+    kernel_sha256: str
+    initrd_sha256: str | None
+    cmdline: str
+    config: str  # canonical launch-config JSON
+
+
 class AttestationStore:
     def __init__(self, state_dir: Path) -> None:
         self.eventlogs = state_dir / EVENTLOGS_DIR
         self.aks = state_dir / ATTESTATION_DIR
-        for folder in (self.eventlogs, self.aks):
+        self.boots = state_dir / BOOTS_DIR
+        for folder in (self.eventlogs, self.aks, self.boots):
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # -- event logs ----------------------------------------------------------------
@@ -58,6 +74,28 @@ class AttestationStore:
     def eventlog(self, uuid: str) -> bytes | None:
         path = self.eventlogs / f"{uuid}.bin"
         return path.read_bytes() if path.exists() else None
+
+    # -- what the domain boots --------------------------------------------------------
+
+    def save_boot(self, uuid: str, boot: BootRecord) -> None:
+        """The stored images and settings a build measured, to measure again at every
+        boot of the domain."""
+        document = {"format": BOOT_FORMAT, "version": BOOT_VERSION, **asdict(boot)}
+        atomic_write(self.boots / f"{uuid}.json", json.dumps(document, indent=1).encode())
+
+    def boot(self, uuid: str) -> BootRecord | None:
+        path = self.boots / f"{uuid}.json"
+        if not path.exists():
+            return None
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("format") != BOOT_FORMAT or doc.get("version") != BOOT_VERSION:
+                raise ValueError(f"not a version-{BOOT_VERSION} boot record")
+            return BootRecord(doc["kernel_sha256"], doc["initrd_sha256"], doc["cmdline"],
+                              doc["config"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise FailedPrecondition(f"{path} is unreadable ({exc}); rebuild the domain"
+                                     ) from None
 
     # -- AKs -------------------------------------------------------------------------
 
@@ -94,3 +132,4 @@ class AttestationStore:
         """A deleted vTPM's log and AK go with it."""
         durable_unlink(self.eventlogs / f"{uuid}.bin")
         durable_unlink(self.aks / f"{uuid}.json")
+        durable_unlink(self.boots / f"{uuid}.json")

@@ -28,7 +28,6 @@ from vtpm_manager.ca import CAError, VtpmCA
 from vtpm_manager.counter import CounterError
 from vtpm_manager.durable import atomic_write
 from vtpm_manager.engines import engine_factory
-from vtpm_manager.instance import Instance
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import state_manufacturer
@@ -168,15 +167,18 @@ def _manufacturer(settings: Settings, ca: VtpmCA) -> Callable[[Record], bytes | 
 
 
 def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
-                        control_socket_of: Callable[[Instance], str]) -> AttestationServicer:
+                        sockets: ControlSockets) -> AttestationServicer:
     """Finalizer and attestor, sharing the image store and the per-vTPM sidecars
-    (removed with their vTPM)."""
+    (removed with their vTPM). The control sockets measure every boot of a built
+    domain through the finalizer."""
     records = AttestationStore(settings.state_dir)
     manager.add_listener(lambda event, instance: records.forget(instance.record.uuid)
                          if event == "deleted" else None)
-    finalizer = Finalizer(manager, ca, host_name(settings), records, control_socket_of)
-    return AttestationServicer(finalizer, Attestor(manager, ca, records),
-                               ImageStore(settings.state_dir), control_socket_of)
+    images = ImageStore(settings.state_dir)
+    finalizer = Finalizer(manager, ca, host_name(settings), records, sockets.path_of, images)
+    sockets.boot_measurer = finalizer.measure_boot
+    return AttestationServicer(finalizer, Attestor(manager, ca, records), images,
+                               sockets.path_of)
 
 
 def serve(settings: Settings) -> int:
@@ -210,7 +212,7 @@ def serve(settings: Settings) -> int:
     token = ensure_token(state_dir)
     server, health, port = build_server(
         manager, settings.listen, token, state_dir / TOKEN_FILE, sockets.path_of,
-        attestation_service(settings, manager, ca, sockets.path_of),
+        attestation_service(settings, manager, ca, sockets),
     )
     stopping = threading.Event()
 

@@ -18,10 +18,13 @@ everything that vouches for the domain happens here:
    1-3, and the reason is reported;
 5. the answer is the manifest, the log and the QEMU arguments of the launch.
 
-Known limit: QEMU's ``-tpmdev emulator`` resets the TPM when the guest is powered on
-(CMD_INIT, then the firmware's TPM2_Startup(CLEAR)), which clears these PCRs unless the
-front end keeps that reset from reaching the vTPM; the log and quote still describe
-the vTPM as the finalizer left it.
+Every boot is measured again: QEMU's ``-tpmdev emulator`` resets the vTPM when the
+guest powers on (CMD_INIT, then the firmware's TPM2_Startup(CLEAR)), which clears
+PCRs 8/9. DomS0's control socket therefore calls :meth:`Finalizer.measure_boot` right
+after that Startup succeeds and before the firmware sees the answer: the stored images
+are hashed again and extended, as a boot loader would on every boot, and the event
+log is rewritten. A stored image that changed or vanished is not measured, so the
+domain's quote no longer matches its manifest (fail closed).
 """
 
 from __future__ import annotations
@@ -46,8 +49,8 @@ from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import ManufactureError
 
 from . import launch_commands as tpm
-from .attestation_store import AttestationStore
-from .imagestore import StoredImage
+from .attestation_store import AttestationStore, BootRecord
+from .imagestore import ImageStore, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +124,10 @@ class Finalizer:
     """Builds measured domains into vTPMs of one manager."""
 
     def __init__(self, manager: VtpmManager, ca: VtpmCA | None, host: str,
-                 records: AttestationStore, control_socket_of: ControlSocketOf) -> None:
+                 records: AttestationStore, control_socket_of: ControlSocketOf,
+                 images: ImageStore) -> None:
         self._manager = manager
+        self._images = images
         self._ca = ca
         self._host = host
         self._records = records
@@ -153,23 +158,55 @@ class Finalizer:
                             instance.record.name, instance.holder)
             instance.power_cycle(lease, delete_volatile=True)
             tpm.startup_clear(execute)
-            banks = tuple(b for b in manifest.banks if b in tpm.allocated_banks(execute))
-            if not banks:
-                raise FailedPrecondition(f"vTPM {instance.record.name} has none of the "
-                                         f"banks {', '.join(manifest.banks)} allocated")
-            events = []
-            for event in manifest.events:
-                digests = {bank: event.digests[bank] for bank in banks}
-                tpm.pcr_extend(execute, event.pcr, digests)
-                events.append(LogEvent(event.pcr, event.event_type, digests, event.data))
-            eventlog = encode(EventLog(banks, tuple(events)))
-            self._records.save_eventlog(instance.record.uuid, eventlog)
+            banks, eventlog = self._extend_and_log(instance, execute, manifest)
+            self._records.save_boot(instance.record.uuid, BootRecord(
+                kernel.sha256, initrd.sha256 if initrd else None, spec.cmdline,
+                spec.config.canonical().decode()))
             enrollment = self._enroll(instance, execute)
         log.info("built measured domain into vTPM %s: %d events, banks %s, %s",
-                 instance.record.name, len(events), ",".join(banks), enrollment)
+                 instance.record.name, len(manifest.events), ",".join(banks), enrollment)
         args = qemu_arguments(kernel, initrd, spec.cmdline, spec.config,
                               self._socket_of(instance))
         return BuildResult(manifest, eventlog, args, instance, enrollment)
+
+    def _extend_and_log(self, instance: Instance, execute: tpm.Execute,
+                        manifest: Manifest) -> tuple[tuple[str, ...], bytes]:
+        """Extend every event into the banks the vTPM has; store the event log."""
+        banks = tuple(b for b in manifest.banks if b in tpm.allocated_banks(execute))
+        if not banks:
+            raise FailedPrecondition(f"vTPM {instance.record.name} has none of the "
+                                     f"banks {', '.join(manifest.banks)} allocated")
+        events = []
+        for event in manifest.events:
+            digests = {bank: event.digests[bank] for bank in banks}
+            tpm.pcr_extend(execute, event.pcr, digests)
+            events.append(LogEvent(event.pcr, event.event_type, digests, event.data))
+        eventlog = encode(EventLog(banks, tuple(events)))
+        self._records.save_eventlog(instance.record.uuid, eventlog)
+        return banks, eventlog
+
+    def measure_boot(self, instance: Instance, execute: tpm.Execute) -> None:
+        """Measure a built domain's boot again, just after its TPM2_Startup(CLEAR).
+
+        Called by the front end holding the vTPM; a vTPM nobody built is left alone.
+        """
+        boot = self._records.boot(instance.record.uuid)
+        if boot is None:
+            return
+        kernel = self._images.get(boot.kernel_sha256)
+        initrd = self._images.get(boot.initrd_sha256) if boot.initrd_sha256 else None
+        if kernel is None or (boot.initrd_sha256 and initrd is None):
+            log.error("vTPM %s: a stored image of its domain is gone; boot not measured",
+                      instance.record.name)
+            return
+        try:
+            manifest = measure_images(kernel, initrd, boot.cmdline, parse_config(boot.config))
+        except (InvalidArgument, FailedPrecondition) as exc:
+            log.error("vTPM %s: boot not measured: %s", instance.record.name, exc)
+            return
+        banks, _ = self._extend_and_log(instance, execute, manifest)
+        log.info("vTPM %s: boot measured (%d events, banks %s)", instance.record.name,
+                 len(manifest.events), ",".join(banks))
 
     def _enroll(self, instance: Instance, execute: tpm.Execute) -> str:
         """Enroll an ECC AK once per vTPM; report why not if the engine cannot."""

@@ -17,6 +17,7 @@ import selectors
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from domS0.execution import run_command
@@ -39,13 +40,25 @@ RECV_BYTES = 65536
 STALL_SECONDS = 0.5
 
 
-class LocalBackend:
-    """The instance itself, held lazily for one control connection."""
+BootMeasurer = Callable[[Instance, Callable[[bytes], bytes]], None]
+_STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")
 
-    def __init__(self, instance: Instance, holder: str) -> None:
+
+class LocalBackend:
+    """The instance itself, held lazily for one control connection.
+
+    After a platform reset (CMD_INIT) the first successful TPM2_Startup(CLEAR) is the
+    guest firmware starting a new boot: the domain's boot is measured again then,
+    before the firmware gets the answer (see ``domS0.finalizer``).
+    """
+
+    def __init__(self, instance: Instance, holder: str,
+                 boot_measurer: BootMeasurer | None = None) -> None:
         self.instance = instance
         self.holder = holder
+        self.boot_measurer = boot_measurer
         self._lease: Lease | None = None
+        self._reset = False
 
     def _held(self) -> Lease:
         if self._lease is None:
@@ -58,13 +71,27 @@ class LocalBackend:
     def transmit(self, command: bytes, locality: int) -> bytes:
         lease = self._held()
         try:
-            return run_command(self.instance, command, locality, lease, self.holder)
+            response = run_command(self.instance, command, locality, lease, self.holder)
+            if self._reset and command == _STARTUP_CLEAR and response[6:10] == bytes(4):
+                self._reset = False
+                self._measure_boot(lease)
+            return response
         except ManagerError as exc:
             raise BackendError(str(exc)) from exc
+
+    def _measure_boot(self, lease: Lease) -> None:
+        if self.boot_measurer is None:
+            return
+        try:
+            self.boot_measurer(self.instance,
+                               lambda c: self.instance.execute(c, 0, lease))
+        except Exception as exc:  # the guest still boots; its quote will not match
+            log.error("vTPM %s: boot not measured: %s", self.instance.record.name, exc)
 
     def power_cycle(self, delete_volatile: bool) -> None:
         try:
             self.instance.power_cycle(self._held(), delete_volatile)
+            self._reset = True
         except ManagerError as exc:
             raise BackendError(str(exc)) from exc
 
@@ -100,9 +127,10 @@ def _peer_name(conn: socket.socket) -> str:
 class _Connection:
     """One control connection and, once handed over, its data fd."""
 
-    def __init__(self, conn: socket.socket, instance: Instance) -> None:
+    def __init__(self, conn: socket.socket, instance: Instance,
+                 boot_measurer: BootMeasurer | None = None) -> None:
         self.conn = conn
-        self.backend = LocalBackend(instance, _peer_name(conn))
+        self.backend = LocalBackend(instance, _peer_name(conn), boot_measurer)
         self.session = ControlSession(self.backend, CAPS, instance.record.name)
         self.data: socket.socket | None = None
         self.closed = threading.Event()
@@ -192,6 +220,7 @@ class ControlSockets:
         self._wake_r, self._wake_w = socket.socketpair()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._acceptor: threading.Thread | None = None
+        self.boot_measurer: BootMeasurer | None = None  # set once the finalizer exists
         manager.add_listener(self._on_event)
 
     def path_of(self, instance: Instance) -> str:
@@ -267,7 +296,7 @@ class ControlSockets:
                 with contextlib.suppress(BlockingIOError, OSError):
                     conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                     conn.setblocking(True)
-                    self._start(_Connection(conn, key.data))
+                    self._start(_Connection(conn, key.data, self.boot_measurer))
 
     def _start(self, connection: _Connection) -> None:
         with self._lock:

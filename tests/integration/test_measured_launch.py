@@ -207,3 +207,36 @@ def json_item(manifest: Manifest, kind: str) -> str:
     item = manifest.item(kind)
     assert item is not None
     return str(item.value)
+
+
+def test_every_guest_boot_is_measured_again(doms0: Doms0Process, engine: str,
+                                            tmp_path: Path) -> None:
+    """QEMU resets the vTPM when the guest powers on (CMD_INIT, then the firmware's
+    TPM2_Startup(CLEAR)); DomS0 measures the built domain again right then."""
+    from tests import tpm2
+    from tests.integration.test_qemu_control import QemuClient
+    from tpm_emulator import swtpm_ctrl as ctrl
+
+    kernel, initrd = write_sample_domain(tmp_path / "domain")
+    manifest_path = tmp_path / "m.json"
+    ok(build(doms0, "booted", kernel, initrd, "--engine", engine, "--manifest-out",
+             manifest_path))
+    manifest = Manifest.loads(manifest_path.read_text())
+    with doms0.channel() as channel:
+        from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+        from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+
+        vtpm = pb_grpc.ManagerStub(channel).GetVtpm(pb.GetVtpmRequest(vtpm="booted"))
+    qemu = QemuClient(vtpm.control_socket)
+    try:
+        assert qemu.set_datafd() == 0
+        for _ in range(2):  # power on, then a reboot
+            assert qemu.call(ctrl.Init(0)).result == 0
+            assert tpm2.rc_of(qemu.tpm(tpm2.startup_clear())) == 0
+            for pcr in (8, 9):
+                value = tpm2.pcr_value_from_read(qemu.tpm(tpm2.pcr_read_sha256(pcr)))
+                assert value == manifest.pcrs["sha256"][pcr], f"PCR {pcr}"
+            # The guest extends on its own afterwards, as any OS does.
+            assert tpm2.rc_of(qemu.tpm(tpm2.pcr_extend_sha256(9, b"\x01" * 32))) == 0
+    finally:
+        qemu.close()
