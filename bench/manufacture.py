@@ -4,8 +4,8 @@ certificates, persisted — ours beside ``swtpm_setup``, in the same run.
 Rows:
 
 - ``ours``: SwtpmEngine.start(None) + :func:`vtpm_manager.manufacture.manufacture`
-  (ESAPI over an in-process TCTI: Startup, 2 x CreatePrimary, 3 certificates
-  issued by the vTPM CA, NV define/write/lock, Shutdown) + power cycle +
+  (raw TPM commands straight into the engine: Startup, 2 x CreatePrimary, 3
+  certificates issued by the vTPM CA, NV define/write/lock, Shutdown) + power cycle +
   export_state + StateStore.save (AES-GCM, fsync) into a temporary store, then stop.
   The ``ours:`` stage rows split that total.
 - ``manager.create``: the same through ``VtpmManager.create(manufacturer=

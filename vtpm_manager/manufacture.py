@@ -7,9 +7,12 @@ where TCG software looks for them (profile 2.2.1.4: NV 0x01c00002 RSA, 0x01c0000
 ECC; platform certificate at 0x01c08000), so that ``tpm2_getekcertificate`` inside
 the guest, or any verifier reading NV, finds certificates that chain to the CA.
 
-The vTPM is driven through tpm2-pytss's ESAPI over an in-process TCTI whose
-transmit is a plain ``execute(command) -> response`` callable: no socket, no
-separate tool process. That is why this is fast next to ``swtpm_setup``.
+The vTPM is driven with hand-marshalled TPM 2.0 commands handed to a plain
+``execute(command) -> response`` callable: no socket, no separate tool process, and
+no ESAPI either (its per-command overhead was larger than the NV commands; see
+``_Tpm``). That is why this is fast next to ``swtpm_setup``. Reading certificates
+back (:func:`read_nv`, tests, the attestor) still goes through ESAPI over an
+in-process TCTI (:func:`esapi_over`).
 
 The EKs are not made persistent: the templates are deterministic, so anyone can
 recreate the same key with TPM2_CreatePrimary (that is what the profile intends,
@@ -40,7 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -58,11 +61,9 @@ from tpm2_pytss.constants import (
 )
 from tpm2_pytss.TCTI import PyTCTI
 from tpm2_pytss.types import (
-    TPM2B_NV_PUBLIC,
     TPM2B_PUBLIC,
     TPMS_ECC_PARMS,
     TPMS_ECC_POINT,
-    TPMS_NV_PUBLIC,
     TPMS_RSA_PARMS,
     TPMT_ECC_SCHEME,
     TPMT_KDF_SCHEME,
@@ -85,8 +86,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Execute = Callable[[bytes], bytes]
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
 
 # TCG EK Credential Profile 2.x, 2.2.1.4 (low range) and 2.2.1.5.
 NV_RSA2048_EK_CERT: Final = 0x01C00002
@@ -268,17 +267,6 @@ def _tpm_rc(exc: TSS2_Exception) -> int:
     return rc if rc >> 16 == 0 else -1
 
 
-def _call(what: str, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
-    """``fn(*args)``, with TPM_RC_COMMAND_CODE turned into :class:`ManufactureUnsupported`."""
-    try:
-        return fn(*args, **kwargs)
-    except TSS2_Exception as exc:
-        rc = _tpm_rc(exc)
-        if rc == TPM2_RC.COMMAND_CODE:
-            raise ManufactureUnsupported(what) from exc
-        raise
-
-
 # -- reading the TPM -------------------------------------------------------------------
 
 def _fixed_properties(esapi: ESAPI) -> dict[int, int]:
@@ -298,8 +286,10 @@ def _fixed_properties(esapi: ESAPI) -> dict[int, int]:
 
 def read_tpm_info(esapi: ESAPI) -> tuple[TpmInfo, int]:
     """The TPM's identity for its certificates, and TPM_PT_NV_BUFFER_MAX."""
-    props = _fixed_properties(esapi)
+    return _tpm_info_of(_fixed_properties(esapi))
 
+
+def _tpm_info_of(props: dict[int, int]) -> tuple[TpmInfo, int]:
     def text(*pts: int) -> str:
         raw = b"".join(struct.pack(">I", props.get(pt, 0)) for pt in pts)
         return raw.replace(b"\x00", b"").decode("ascii", "replace").strip()
@@ -344,6 +334,156 @@ def read_nv(esapi: ESAPI, index: int) -> bytes:
     return bytes(data)
 
 
+# -- raw commands ------------------------------------------------------------------------
+#
+# Manufacturing drives the TPM with hand-marshalled commands rather than ESAPI: every
+# command it sends is simple (no parameter encryption, empty password authorization),
+# and tpm2-tss's per-command work (ESYS_TR bookkeeping, cffi conversions) cost more
+# than the NV commands themselves. The structures are those of TPM 2.0 Part 3; the
+# EK templates are still built and parsed with tpm2-pytss's types, so the bytes sent
+# and the TPM2B_PUBLIC kept are exactly what ESAPI would send and return.
+
+_ST_NO_SESSIONS: Final = 0x8001
+_ST_SESSIONS: Final = 0x8002
+_RH_ENDORSEMENT: Final = 0x4000000B
+_RH_PLATFORM: Final = 0x4000000C
+#: One TPMS_AUTH_COMMAND: TPM_RS_PW, empty nonce, no attributes, empty password.
+_PASSWORD_AUTH: Final = struct.pack(">IHBH", 0x40000009, 0, 0, 0)
+_CC_NV_UNDEFINE_SPACE: Final = 0x122
+_CC_NV_DEFINE_SPACE: Final = 0x12A
+_CC_CREATE_PRIMARY: Final = 0x131
+_CC_NV_WRITE: Final = 0x137
+_CC_NV_WRITE_LOCK: Final = 0x138
+_CC_STARTUP: Final = 0x144
+_CC_SHUTDOWN: Final = 0x145
+_CC_FLUSH_CONTEXT: Final = 0x165
+_CC_GET_CAPABILITY: Final = 0x17A
+_COMMAND_NAMES: Final = {
+    _CC_NV_UNDEFINE_SPACE: "TPM2_NV_UndefineSpace", _CC_NV_DEFINE_SPACE: "TPM2_NV_DefineSpace",
+    _CC_CREATE_PRIMARY: "TPM2_CreatePrimary", _CC_NV_WRITE: "TPM2_NV_Write",
+    _CC_NV_WRITE_LOCK: "TPM2_NV_WriteLock", _CC_STARTUP: "TPM2_Startup",
+    _CC_SHUTDOWN: "TPM2_Shutdown", _CC_FLUSH_CONTEXT: "TPM2_FlushContext",
+    _CC_GET_CAPABILITY: "TPM2_GetCapability",
+}
+#: TPM2B_SENSITIVE_CREATE with empty userAuth and data; empty outsideInfo and
+#: creationPCR: what ESAPI's create_primary(None, template) sends after the template.
+_EMPTY_SENSITIVE_CREATE: Final = struct.pack(">HHH", 4, 0, 0)
+_EMPTY_OUTSIDE_INFO_AND_PCRS: Final = struct.pack(">HI", 0, 0)
+
+
+class _Tpm:
+    """``execute`` with TPM 2.0 command framing; a TPM error raises TSS2_Exception."""
+
+    def __init__(self, execute: Execute) -> None:
+        self._execute = execute
+
+    def call(self, cc: int, handles: tuple[int, ...] = (), params: bytes = b"", *,
+             auth: bool = False, out_handles: int = 0) -> bytes:
+        """Send one command; the response's handles and parameters (a session
+        response's parameterSize and authorization area left out)."""
+        body = struct.pack(f">{len(handles)}I", *handles)
+        if auth:
+            body += struct.pack(">I", len(_PASSWORD_AUTH)) + _PASSWORD_AUTH
+        body += params
+        tag = _ST_SESSIONS if auth else _ST_NO_SESSIONS
+        response = self._execute(struct.pack(">HII", tag, 10 + len(body), cc) + body)
+        if len(response) < 10:
+            raise ManufactureError(f"{_COMMAND_NAMES.get(cc, hex(cc))}: short response "
+                                   f"({len(response)} bytes)")
+        rc = struct.unpack_from(">I", response, 6)[0]
+        if rc == TPM2_RC.COMMAND_CODE:
+            raise ManufactureUnsupported(_COMMAND_NAMES.get(cc, hex(cc)))
+        if rc != 0:
+            raise TSS2_Exception(rc)
+        offset = 10 + 4 * out_handles
+        if not auth:
+            return response[10:]
+        size = struct.unpack_from(">I", response, offset)[0]   # parameterSize
+        return response[10:offset] + response[offset + 4:offset + 4 + size]
+
+    def startup(self) -> bool:
+        """TPM2_Startup(CLEAR); False if the TPM was already started."""
+        try:
+            self.call(_CC_STARTUP, params=struct.pack(">H", TPM2_SU.CLEAR))
+        except TSS2_Exception as exc:
+            if _tpm_rc(exc) == TPM2_RC.INITIALIZE:
+                return False
+            raise
+        return True
+
+    def shutdown(self) -> None:
+        self.call(_CC_SHUTDOWN, params=struct.pack(">H", TPM2_SU.CLEAR))
+
+    def get_capability(self, capability: int, start: int, count: int,
+                       ) -> tuple[bool, list[tuple[int, ...]]]:
+        """(moreData, entries): (property, value) pairs or (handle,) tuples."""
+        out = self.call(_CC_GET_CAPABILITY,
+                        params=struct.pack(">III", capability, start, count))
+        more, cap, n = struct.unpack_from(">BII", out)
+        width = 2 if cap == TPM2_CAP.TPM_PROPERTIES else 1
+        values = struct.unpack_from(f">{n * width}I", out, 9)
+        return bool(more), [values[i:i + width] for i in range(0, len(values), width)]
+
+    def create_primary_ek(self, template: TPM2B_PUBLIC) -> TPM2B_PUBLIC:
+        """CreatePrimary under the endorsement hierarchy, flushed again at once."""
+        params = (_EMPTY_SENSITIVE_CREATE + template.marshal()
+                  + _EMPTY_OUTSIDE_INFO_AND_PCRS)
+        out = self.call(_CC_CREATE_PRIMARY, (_RH_ENDORSEMENT,), params, auth=True,
+                        out_handles=1)
+        # out: objectHandle, outPublic, creationData, creationHash, ...
+        handle = struct.unpack_from(">I", out)[0]
+        public, _ = TPM2B_PUBLIC.unmarshal(out[4:])
+        self.call(_CC_FLUSH_CONTEXT, params=struct.pack(">I", handle))
+        return public
+
+    def store_nv(self, index: int, data: bytes, chunk: int, *, replace: bool,
+                 lock: bool) -> None:
+        """A certificate index with :data:`CERT_NV_ATTRIBUTES`, written, maybe locked."""
+        handles = (_RH_PLATFORM, index)
+        if replace:
+            self.call(_CC_NV_UNDEFINE_SPACE, handles, auth=True)
+        # TPM2B_AUTH (empty) + TPM2B_NV_PUBLIC {index, SHA-256, attributes, no policy,
+        # dataSize}.
+        public = struct.pack(">IHIHH", index, TPM2_ALG.SHA256, CERT_NV_ATTRIBUTES, 0,
+                             len(data))
+        self.call(_CC_NV_DEFINE_SPACE, (_RH_PLATFORM,),
+                  struct.pack(">HH", 0, len(public)) + public, auth=True)
+        for offset in range(0, len(data), chunk):
+            piece = data[offset:offset + chunk]
+            self.call(_CC_NV_WRITE, handles,
+                      struct.pack(">H", len(piece)) + piece + struct.pack(">H", offset),
+                      auth=True)
+        if lock:
+            self.call(_CC_NV_WRITE_LOCK, handles, auth=True)
+
+
+def _raw_tpm_info(tpm: _Tpm) -> tuple[TpmInfo, int]:
+    """:func:`read_tpm_info` over raw commands."""
+    props: dict[int, int] = {}
+    start, more = PT_FIXED, True
+    while more:
+        more, entries = tpm.get_capability(TPM2_CAP.TPM_PROPERTIES, start, 64)
+        if not entries:
+            break
+        props.update((prop, value) for prop, value in entries)
+        start = entries[-1][0] + 1
+        more = more and start < PT_VAR
+    return _tpm_info_of(props)
+
+
+def _raw_nv_indices(tpm: _Tpm) -> set[int]:
+    """:func:`defined_nv_indices` over raw commands."""
+    found: set[int] = set()
+    start, more = NV_INDEX_FIRST, True
+    while more:
+        more, entries = tpm.get_capability(TPM2_CAP.HANDLES, start, 64)
+        if not entries:
+            break
+        found.update(h for (h,) in entries)
+        start = entries[-1][0] + 1
+    return found
+
+
 # -- manufacturing ---------------------------------------------------------------------
 
 def manufacture(
@@ -361,61 +501,29 @@ def manufacture(
     :class:`ManufactureUnsupported` if the TPM lacks a needed command, ``EngineError``
     if the engine fails, ``TSS2_Exception`` for any other TPM refusal.
     """
-    with esapi_over(execute) as esapi:
-        started_here = _startup(esapi)
-        tpm, chunk = read_tpm_info(esapi)
-        existing = defined_nv_indices(esapi)
-        keys: list[EndorsementKey] = []
-        for kind, (template, nv_index) in EK_KINDS.items():
-            handle, public, *_ = _call("TPM2_CreatePrimary", esapi.create_primary,
-                                       None, template(), ESYS_TR.ENDORSEMENT)
-            esapi.flush_context(handle)
-            public_key = public_key_of(public.publicArea)
-            certificate = ca.issue_ek_certificate(public_key, identity, tpm)
-            keys.append(EndorsementKey(kind, nv_index, public.marshal(), public_key,
-                                       certificate))
-        platform_certificate = ca.issue_platform_certificate(keys[0].public_key, identity,
-                                                             platform)
-        stores = [(k.nv_index, k.certificate) for k in keys]
-        stores.append((NV_PLATFORM_CERT, platform_certificate))
-        for nv_index, certificate in stores:
-            der = certificate.public_bytes(Encoding.DER)
-            _store_nv(esapi, nv_index, der, chunk, replace=nv_index in existing, lock=lock)
-        if started_here:
-            esapi.shutdown(TPM2_SU.CLEAR)
+    tpm = _Tpm(execute)
+    started_here = tpm.startup()
+    info, chunk = _raw_tpm_info(tpm)
+    existing = _raw_nv_indices(tpm)
+    keys: list[EndorsementKey] = []
+    for kind, (template, nv_index) in EK_KINDS.items():
+        public = tpm.create_primary_ek(template())
+        public_key = public_key_of(public.publicArea)
+        certificate = ca.issue_ek_certificate(public_key, identity, info)
+        keys.append(EndorsementKey(kind, nv_index, public.marshal(), public_key,
+                                   certificate))
+    platform_certificate = ca.issue_platform_certificate(keys[0].public_key, identity,
+                                                         platform)
+    stores = [(k.nv_index, k.certificate) for k in keys]
+    stores.append((NV_PLATFORM_CERT, platform_certificate))
+    for nv_index, certificate in stores:
+        tpm.store_nv(nv_index, certificate.public_bytes(Encoding.DER), chunk,
+                     replace=nv_index in existing, lock=lock)
+    if started_here:
+        tpm.shutdown()
     log.info("manufactured vTPM %s (%s): EKs %s, platform certificate",
              identity.name, identity.uuid, ", ".join(k.kind for k in keys))
-    return Manufactured(identity, tpm, tuple(keys), platform_certificate)
-
-
-def _startup(esapi: ESAPI) -> bool:
-    """TPM2_Startup(CLEAR); False if the TPM was already started."""
-    try:
-        esapi.startup(TPM2_SU.CLEAR)
-    except TSS2_Exception as exc:
-        if _tpm_rc(exc) == TPM2_RC.INITIALIZE:
-            return False
-        raise
-    return True
-
-
-def _store_nv(esapi: ESAPI, index: int, data: bytes, chunk: int, *, replace: bool,
-              lock: bool) -> None:
-    if replace:
-        old = esapi.tr_from_tpmpublic(index)
-        _call("TPM2_NV_UndefineSpace", esapi.nv_undefine_space, old,
-              auth_handle=ESYS_TR.PLATFORM)
-    public = TPM2B_NV_PUBLIC(nvPublic=TPMS_NV_PUBLIC(
-        nvIndex=index, nameAlg=TPM2_ALG.SHA256, attributes=CERT_NV_ATTRIBUTES,
-        authPolicy=b"", dataSize=len(data)))
-    handle = _call("TPM2_NV_DefineSpace", esapi.nv_define_space, None, public,
-                   auth_handle=ESYS_TR.PLATFORM)
-    for offset in range(0, len(data), chunk):
-        _call("TPM2_NV_Write", esapi.nv_write, handle, data[offset:offset + chunk], offset,
-              auth_handle=ESYS_TR.PLATFORM)
-    if lock:
-        _call("TPM2_NV_WriteLock", esapi.nv_write_lock, handle, auth_handle=ESYS_TR.PLATFORM)
-    esapi.tr_close(handle)
+    return Manufactured(identity, info, tuple(keys), platform_certificate)
 
 
 # -- the manager hook -------------------------------------------------------------------
