@@ -8,24 +8,37 @@ checked by the verifier against the vTPM CA; nothing here needs to be trusted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+from dataclasses import dataclass, replace
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from tpm2_pytss import TSS2_Exception
+from tpm2_pytss.TCTILdr import TCTILdr
 
 from measure.evidence import Evidence
 from vtpm_manager.attestation import AttestationError, quote
+from vtpm_manager.attestation.deep import (
+    DEFAULT_HOST_PCRS,
+    deep_quote,
+    ek_name_from_certificate,
+    host_ak_pem,
+)
 from vtpm_manager.ca import VtpmCA
 from vtpm_manager.errors import FailedPrecondition, InvalidArgument
 from vtpm_manager.instance import Instance
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import EK_KINDS, esapi_over, read_nv
+from vtpm_manager.root import RootOfTrust, TpmRoot
 
 from .attestation_store import AttestationStore, EnrolledAk
 
 DEFAULT_SELECTION = "sha256:0-23"
 QUOTE_HOLDER = "a DomS0 quote"
+DEEP_NEEDS_ROOT = "deep quotes need a host TPM root (doms0 serve --root-tpm TCTI)"
+#: evidence.json ``deep_quote`` format version (the encoded quote has its own).
+DEEP_EVIDENCE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -38,10 +51,11 @@ class Certificates:
 
 class Attestor:
     def __init__(self, manager: VtpmManager, ca: VtpmCA | None,
-                 records: AttestationStore) -> None:
+                 records: AttestationStore, root: RootOfTrust | None = None) -> None:
         self._manager = manager
         self._ca = ca
         self._records = records
+        self._root = root
 
     def _enrolled(self, instance: Instance) -> EnrolledAk:
         enrolled = self._records.enrolled(instance.record.uuid)
@@ -56,7 +70,12 @@ class Attestor:
         raise FailedPrecondition(f"vTPM {name} has no attestation key yet; build the "
                                  f"domain first (vtpmctl build {name} ...)")
 
-    def quote(self, ref: str, nonce: bytes, selection: str) -> Evidence:
+    def quote(self, ref: str, nonce: bytes, selection: str, deep: bool = False) -> Evidence:
+        """The vTPM's quote; with ``deep``, also a host-TPM quote binding it (see
+        :mod:`vtpm_manager.attestation.deep`), carried as ``Evidence.deep_quote``."""
+        root = self._root
+        if deep and not isinstance(root, TpmRoot):
+            raise FailedPrecondition(DEEP_NEEDS_ROOT)
         instance = self._manager.get(ref)
         enrolled = self._enrolled(instance)
         if len(nonce) > 64:
@@ -71,12 +90,39 @@ class Attestor:
             except (AttestationError, TSS2_Exception) as exc:
                 raise FailedPrecondition(f"vTPM {instance.record.name} cannot quote: {exc}"
                                          ) from None
-        return Evidence(
+        evidence = Evidence(
             vtpm_uuid=instance.record.uuid, nonce=nonce, selection=result.selection,
             attest=result.attest, signature=result.signature,
             pcr_values=result.pcr_values(), ak_public_pem=enrolled.ak.public_pem(),
             certificates=(enrolled.certificate_pem, enrolled.ek_certificate_pem),
             eventlog=self._records.eventlog(instance.record.uuid) or b"")
+        if not deep:
+            return evidence
+        assert isinstance(root, TpmRoot)
+        return replace(evidence, deep_quote=self._deep(root, evidence,
+                                                      enrolled.ek_certificate_pem))
+
+    @staticmethod
+    def _deep(root: TpmRoot, evidence: Evidence, ek_certificate_pem: bytes) -> dict[str, Any]:
+        """Quote the host TPM over its boot PCRs and DomS0's measurement PCR, binding the
+        vTPM quote just made, its UUID, its EK name and the KEK's sealing policy."""
+        host_pcrs = DEFAULT_HOST_PCRS if root.measure_pcr is None else \
+            f"{DEFAULT_HOST_PCRS},{root.measure_pcr}"
+        ek_name = ek_name_from_certificate(ek_certificate_pem)
+        policy = root.record.auth_policy
+        try:
+            made = deep_quote(TCTILdr.parse(root.tcti), evidence.attest, evidence.vtpm_uuid,
+                              ek_name, policy, host_pcrs)
+        except (TSS2_Exception, RuntimeError) as exc:
+            raise FailedPrecondition(f"the host TPM at {root.tcti} cannot quote: {exc}"
+                                     ) from None
+        return {
+            "version": DEEP_EVIDENCE_VERSION,
+            "encoded": base64.b64encode(made.encode()).decode(),
+            "host_ak_public_pem": host_ak_pem(made.host_ak_public).decode(),
+            "ek_name": ek_name.hex(), "policy_digest": policy.hex(),
+            "host_pcr_selection": host_pcrs, "measure_pcr": root.measure_pcr,
+        }
 
     def eventlog(self, ref: str) -> bytes:
         instance = self._manager.get(ref)

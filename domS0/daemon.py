@@ -167,7 +167,8 @@ def _manufacturer(settings: Settings, ca: VtpmCA) -> Callable[[Record], bytes | 
 
 
 def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
-                        sockets: ControlSockets) -> AttestationServicer:
+                        sockets: ControlSockets, root: RootOfTrust | None = None
+                        ) -> AttestationServicer:
     """Finalizer and attestor, sharing the image store and the per-vTPM sidecars
     (removed with their vTPM). The control sockets measure every boot of a built
     domain through the finalizer."""
@@ -177,7 +178,7 @@ def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
     images = ImageStore(settings.state_dir)
     finalizer = Finalizer(manager, ca, host_name(settings), records, sockets.path_of, images)
     sockets.boot_measurer = finalizer.measure_boot
-    return AttestationServicer(finalizer, Attestor(manager, ca, records), images,
+    return AttestationServicer(finalizer, Attestor(manager, ca, records, root), images,
                                sockets.path_of)
 
 
@@ -212,7 +213,7 @@ def serve(settings: Settings) -> int:
     token = ensure_token(state_dir)
     server, health, port = build_server(
         manager, settings.listen, token, state_dir / TOKEN_FILE, sockets.path_of,
-        attestation_service(settings, manager, ca, sockets),
+        attestation_service(settings, manager, ca, sockets, root),
     )
     stopping = threading.Event()
 

@@ -9,6 +9,7 @@ since a verifier must not need to trust the host it verifies.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import secrets
 import shlex
@@ -26,12 +27,19 @@ from measure.images.config import LaunchConfig
 from measure.manifest import Manifest
 from measure.predict import predict
 from measure.verify import check
+from vtpm_manager.attestation.deep import (
+    ek_name_from_certificate,
+    host_ak_public_from_pem,
+    verify_deep_quote,
+)
+from vtpm_manager.attestation.errors import DeepQuoteMismatch
 
 from .errors import EXIT_REFUSED, CliError
 
 CHUNK_BYTES = 1 << 20
 BUILD_TIMEOUT = 300.0
 QUOTE_TIMEOUT = 60.0
+HOST_AK_FILE = "host-ak.pub.pem"
 
 
 def _read_config(path: str | None) -> str:
@@ -94,7 +102,8 @@ def cmd_quote(args: argparse.Namespace, channel: grpc.Channel) -> None:
     except ValueError:
         raise CliError("--nonce must be hexadecimal") from None
     reply = pb_grpc.AttestationStub(channel).Quote(
-        pb.QuoteRequest(vtpm=args.name, nonce=nonce, pcr_selection=args.pcrs),
+        pb.QuoteRequest(vtpm=args.name, nonce=nonce, pcr_selection=args.pcrs,
+                        deep=args.deep),
         timeout=QUOTE_TIMEOUT)
     values: dict[str, dict[int, bytes]] = {}
     for item in reply.pcrs:
@@ -105,11 +114,27 @@ def cmd_quote(args: argparse.Namespace, channel: grpc.Channel) -> None:
         signature=reply.signature, pcr_values=values,
         ak_public_pem=reply.ak_public_pem.encode(),
         certificates=tuple(pem.encode() for pem in reply.certificates),
-        eventlog=reply.event_log)
+        eventlog=reply.event_log, deep_quote=_deep_document(reply))
     target = write(evidence, Path(args.out))
     quote = evidence.quote
     print(f"wrote {target} (nonce {nonce.hex()}, clock={quote.clock} "
           f"resetCount={quote.reset_count} restartCount={quote.restart_count})")
+    if evidence.deep_quote is not None:
+        (Path(args.out) / HOST_AK_FILE).write_text(reply.deep_quote.host_ak_public_pem)
+        print(f"deep quote: host PCRs {reply.deep_quote.host_pcr_selection}; host AK in "
+              f"{Path(args.out) / HOST_AK_FILE} (pin it out of band to verify)")
+
+
+def _deep_document(reply: pb.QuoteResponse) -> dict[str, Any] | None:
+    """evidence.json's ``deep_quote``: the encoded host quote and what it binds."""
+    if not reply.HasField("deep_quote"):
+        return None
+    deep = reply.deep_quote
+    return {"version": 1, "encoded": base64.b64encode(deep.encoded).decode(),
+            "host_ak_public_pem": deep.host_ak_public_pem, "ek_name": deep.ek_name.hex(),
+            "policy_digest": deep.policy_digest.hex(),
+            "host_pcr_selection": deep.host_pcr_selection,
+            "measure_pcr": deep.measure_pcr}
 
 
 def cmd_certs(args: argparse.Namespace, channel: grpc.Channel) -> None:
@@ -159,12 +184,60 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if args.nonce is None:
         print("note: no --nonce given; checking the bundle's own nonce (no freshness)")
+    try:
+        host_ak = Path(args.host_ak).read_bytes() if args.host_ak else None
+        policy = bytes.fromhex(args.policy_digest) if args.policy_digest else None
+    except (OSError, ValueError) as exc:
+        raise CliError(str(exc)) from None
     report = check(evidence, manifest.events, ca_pem, nonce)
     for line in report.lines:
         print(line)
-    print("verified: all checks passed" if report.ok else
-          f"FAILED: {len(report.failures)} check(s) failed")
-    return 0 if report.ok else EXIT_REFUSED
+    deep_ok, deep_line = _check_deep(evidence, host_ak, policy, args.require_deep)
+    if deep_line:
+        print(deep_line)
+    failures = len(report.failures) + (0 if deep_ok else 1)
+    print("verified: all checks passed" if report.ok and deep_ok else
+          f"FAILED: {failures} check(s) failed")
+    return 0 if report.ok and deep_ok else EXIT_REFUSED
+
+
+def _check_deep(evidence: Evidence, host_ak_pem: bytes | None, policy: bytes | None,
+                required: bool) -> tuple[bool, str]:
+    """(passed, line) for the deep quote. The EK name is recreated from the bundle's
+    EK certificate (the vTPM checks above tie it to the CA) rather than trusted from
+    the deep quote's own copy; the policy digest is taken from the bundle unless the
+    verifier pins it (``--policy-digest``)."""
+    deep = evidence.deep_quote
+    if deep is None:
+        return (False, "FAIL deep quote: absent (--require-deep)") if required else \
+            (True, "INFO deep quote: absent" if host_ak_pem is not None else "")
+    if host_ak_pem is None:
+        line = "deep quote: present, not checked (pass --host-ak)"
+        return (False, f"FAIL {line}") if required else (True, f"INFO {line}")
+    try:
+        if deep.get("version") != 1:
+            raise DeepQuoteMismatch(f"deep quote document version {deep.get('version')!r} "
+                                    "is not supported (this verifier reads 1)")
+        if len(evidence.certificates) < 2:
+            raise DeepQuoteMismatch("the bundle carries no EK certificate to name the EK")
+        ek_name = ek_name_from_certificate(evidence.certificates[1])
+        if deep["ek_name"] != ek_name.hex():
+            raise DeepQuoteMismatch("its EK name is not the one the bundle's EK "
+                                    "certificate certifies")
+        bound_policy = bytes.fromhex(deep["policy_digest"])
+        if policy is not None and bound_policy != policy:
+            raise DeepQuoteMismatch(f"DomS0's policy digest {bound_policy.hex()} is not the "
+                                    f"expected {policy.hex()}")
+        info = verify_deep_quote(base64.b64decode(deep["encoded"], validate=True),
+                                 host_ak_public_from_pem(host_ak_pem), evidence.attest,
+                                 evidence.vtpm_uuid, ek_name, bound_policy)
+    except (DeepQuoteMismatch, KeyError, TypeError, ValueError) as exc:
+        return False, f"FAIL deep quote: {exc}"
+    measured = deep.get("measure_pcr")
+    return True, (f"PASS deep quote: the host AK binds this quote, vTPM {evidence.vtpm_uuid}, "
+                  f"EK {ek_name.hex()[:16]}..., policy {bound_policy.hex()[:16]}...; host "
+                  f"PCRs {deep.get('host_pcr_selection')} (DomS0 measured into PCR "
+                  f"{measured}), resetCount={info.reset_count}")
 
 
 def add_parsers(sub: Any) -> None:
@@ -192,11 +265,19 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--nonce", help="verifier nonce, hex (default: 20 random bytes)")
     p.add_argument("--pcrs", default="sha256:0-23", help="PCR selection (tpm2-tools style)")
     p.add_argument("--out", required=True, metavar="DIR", help="bundle directory")
+    p.add_argument("--deep", action="store_true", help="also a host-TPM deep quote binding "
+                   "this one (DomS0 served with --root-tpm TCTI)")
     p = sub.add_parser("verify", help="verify an evidence bundle (local)")
     p.add_argument("evidence", help="bundle directory or its evidence.json")
     p.add_argument("--manifest", required=True, help="reference manifest (build/predict)")
     p.add_argument("--ca", required=True, help="trusted vTPM CA certificate (PEM)")
     p.add_argument("--nonce", help="the nonce the verifier chose (hex)")
+    p.add_argument("--host-ak", metavar="HOST_AK.pem", help="trusted host AK public key "
+                   "(PEM): check the bundle's deep quote against it")
+    p.add_argument("--policy-digest", metavar="HEX",
+                   help="the DomS0 policy digest the deep quote must bind")
+    p.add_argument("--require-deep", action="store_true",
+                   help="fail unless a deep quote is present and checked")
     p = sub.add_parser("certs", help="write the CA, EK and AK certificates into DIR")
     p.add_argument("name", help="vTPM name or UUID")
     p.add_argument("--out", required=True, metavar="DIR")

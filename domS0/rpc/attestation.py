@@ -8,9 +8,11 @@ interceptor as the other services (it is installed server-wide).
 
 from __future__ import annotations
 
+import base64
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -63,6 +65,16 @@ def receive(requests: Iterator[pb.BuildRequest], store: ImageStore) -> _Upload:
             writer.abort()
 
 
+def _deep_message(deep: Mapping[str, Any] | None) -> pb.DeepQuote | None:
+    if deep is None:
+        return None
+    return pb.DeepQuote(
+        encoded=base64.b64decode(deep["encoded"]),
+        host_ak_public_pem=deep["host_ak_public_pem"],
+        ek_name=bytes.fromhex(deep["ek_name"]), policy_digest=bytes.fromhex(deep["policy_digest"]),
+        host_pcr_selection=deep["host_pcr_selection"], measure_pcr=deep["measure_pcr"] or 0)
+
+
 class AttestationServicer(pb_grpc.AttestationServicer):
     def __init__(self, finalizer: Finalizer, attestor: Attestor, images: ImageStore,
                  control_socket_of: ControlSocketOf) -> None:
@@ -107,7 +119,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         started = time.perf_counter()
         try:
             evidence = self._attestor.quote(request.vtpm, request.nonce,
-                                            request.pcr_selection)
+                                            request.pcr_selection, deep=request.deep)
         finally:
             log_request("api request", started, method="Quote", vtpm=request.vtpm,
                         caller=describe_caller(context))
@@ -120,7 +132,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
                   for bank, pcrs in evidence.selection for pcr in pcrs],
             ak_public_pem=evidence.ak_public_pem.decode(),
             certificates=[pem.decode() for pem in evidence.certificates],
-            event_log=evidence.eventlog)
+            event_log=evidence.eventlog, deep_quote=_deep_message(evidence.deep_quote))
 
     @abort_on_refusal
     def GetEventLog(self, request: pb.GetEventLogRequest, context: grpc.ServicerContext

@@ -36,6 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tpm2_pytss import ESAPI
 from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_ECC
 from tpm2_pytss.types import (
@@ -51,6 +54,7 @@ from tpm2_pytss.types import (
     TPMU_PUBLIC_PARMS,
 )
 
+from ..manufacture import ecc_p256_ek_template, public_key_of, rsa2048_ek_template
 from .errors import DeepQuoteMismatch, QuoteMismatch
 from .keys import AK_ATTRIBUTES
 from .quote import (
@@ -220,3 +224,43 @@ class _Reader:
     def end(self) -> None:
         if self.offset != len(self.data):
             raise DeepQuoteMismatch("trailing bytes after the deep quote")
+
+
+# -- PEM forms: what an evidence bundle carries and a verifier pins -----------------
+
+def host_ak_pem(host_ak_public: bytes) -> bytes:
+    """SubjectPublicKeyInfo PEM of a marshalled host AK TPM2B_PUBLIC."""
+    public, _ = TPM2B_PUBLIC.unmarshal(host_ak_public)
+    return public_key_of(public.publicArea).public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def host_ak_public_from_pem(pem: bytes) -> bytes:
+    """The marshalled TPM2B_PUBLIC of the host AK with this P-256 public key: the fixed
+    template with the point as its unique field (what :func:`verify_deep_quote` pins)."""
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise DeepQuoteMismatch("the host AK must be a NIST P-256 public key")
+    numbers = key.public_numbers()
+    template = host_ak_template()
+    template.publicArea.unique.ecc.x = numbers.x.to_bytes(32, "big")
+    template.publicArea.unique.ecc.y = numbers.y.to_bytes(32, "big")
+    return bytes(template.marshal())
+
+
+def ek_name_from_certificate(pem: bytes) -> bytes:
+    """The TPM name (``0x000b || SHA-256(TPMT_PUBLIC)``) of the EK an EK certificate
+    certifies, recreated from its key and the EK Credential Profile template (L-1 RSA
+    2048 or L-2 NIST P-256, the ones :mod:`vtpm_manager.manufacture` creates)."""
+    key = x509.load_pem_x509_certificate(pem).public_key()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048:
+        template = rsa2048_ek_template()
+        template.publicArea.unique.rsa = key.public_numbers().n.to_bytes(256, "big")
+    elif isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name == "secp256r1":
+        template = ecc_p256_ek_template()
+        template.publicArea.unique.ecc.x = key.public_numbers().x.to_bytes(32, "big")
+        template.publicArea.unique.ecc.y = key.public_numbers().y.to_bytes(32, "big")
+    else:
+        raise DeepQuoteMismatch("the EK certificate's key is neither RSA 2048 nor P-256")
+    area = bytes(template.publicArea.marshal())
+    return struct.pack(">H", TPM2_ALG.SHA256) + hashlib.sha256(area).digest()

@@ -216,14 +216,32 @@ class PredictResponse(_message.Message):
     def __init__(self, manifest_json: _Optional[str] = ...) -> None: ...
 
 class QuoteRequest(_message.Message):
-    __slots__ = ("vtpm", "nonce", "pcr_selection")
+    __slots__ = ("vtpm", "nonce", "pcr_selection", "deep")
     VTPM_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     PCR_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    DEEP_FIELD_NUMBER: _ClassVar[int]
     vtpm: str
     nonce: bytes
     pcr_selection: str
-    def __init__(self, vtpm: _Optional[str] = ..., nonce: _Optional[bytes] = ..., pcr_selection: _Optional[str] = ...) -> None: ...
+    deep: bool
+    def __init__(self, vtpm: _Optional[str] = ..., nonce: _Optional[bytes] = ..., pcr_selection: _Optional[str] = ..., deep: _Optional[bool] = ...) -> None: ...
+
+class DeepQuote(_message.Message):
+    __slots__ = ("encoded", "host_ak_public_pem", "ek_name", "policy_digest", "host_pcr_selection", "measure_pcr")
+    ENCODED_FIELD_NUMBER: _ClassVar[int]
+    HOST_AK_PUBLIC_PEM_FIELD_NUMBER: _ClassVar[int]
+    EK_NAME_FIELD_NUMBER: _ClassVar[int]
+    POLICY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    HOST_PCR_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    MEASURE_PCR_FIELD_NUMBER: _ClassVar[int]
+    encoded: bytes
+    host_ak_public_pem: str
+    ek_name: bytes
+    policy_digest: bytes
+    host_pcr_selection: str
+    measure_pcr: int
+    def __init__(self, encoded: _Optional[bytes] = ..., host_ak_public_pem: _Optional[str] = ..., ek_name: _Optional[bytes] = ..., policy_digest: _Optional[bytes] = ..., host_pcr_selection: _Optional[str] = ..., measure_pcr: _Optional[int] = ...) -> None: ...
 
 class PcrValue(_message.Message):
     __slots__ = ("bank", "pcr", "value")
@@ -236,7 +254,7 @@ class PcrValue(_message.Message):
     def __init__(self, bank: _Optional[str] = ..., pcr: _Optional[int] = ..., value: _Optional[bytes] = ...) -> None: ...
 
 class QuoteResponse(_message.Message):
-    __slots__ = ("vtpm_uuid", "nonce", "pcr_selection", "attest", "signature", "pcrs", "ak_public_pem", "certificates", "event_log")
+    __slots__ = ("vtpm_uuid", "nonce", "pcr_selection", "attest", "signature", "pcrs", "ak_public_pem", "certificates", "event_log", "deep_quote")
     VTPM_UUID_FIELD_NUMBER: _ClassVar[int]
     NONCE_FIELD_NUMBER: _ClassVar[int]
     PCR_SELECTION_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +264,7 @@ class QuoteResponse(_message.Message):
     AK_PUBLIC_PEM_FIELD_NUMBER: _ClassVar[int]
     CERTIFICATES_FIELD_NUMBER: _ClassVar[int]
     EVENT_LOG_FIELD_NUMBER: _ClassVar[int]
+    DEEP_QUOTE_FIELD_NUMBER: _ClassVar[int]
     vtpm_uuid: str
     nonce: bytes
     pcr_selection: str
@@ -255,7 +274,8 @@ class QuoteResponse(_message.Message):
     ak_public_pem: str
     certificates: _containers.RepeatedScalarFieldContainer[str]
     event_log: bytes
-    def __init__(self, vtpm_uuid: _Optional[str] = ..., nonce: _Optional[bytes] = ..., pcr_selection: _Optional[str] = ..., attest: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcrs: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ..., ak_public_pem: _Optional[str] = ..., certificates: _Optional[_Iterable[str]] = ..., event_log: _Optional[bytes] = ...) -> None: ...
+    deep_quote: DeepQuote
+    def __init__(self, vtpm_uuid: _Optional[str] = ..., nonce: _Optional[bytes] = ..., pcr_selection: _Optional[str] = ..., attest: _Optional[bytes] = ..., signature: _Optional[bytes] = ..., pcrs: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ..., ak_public_pem: _Optional[str] = ..., certificates: _Optional[_Iterable[str]] = ..., event_log: _Optional[bytes] = ..., deep_quote: _Optional[_Union[DeepQuote, _Mapping]] = ...) -> None: ...
 
 class GetEventLogRequest(_message.Message):
     __slots__ = ("vtpm",)
