@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,21 +45,28 @@ def engine(request: pytest.FixtureRequest) -> str:
 DomS0Factory = Callable[..., Doms0Process]
 
 
+@contextmanager
+def _stopped_afterwards() -> Iterator[list[Any]]:
+    """A list for the processes a fixture starts; each is stopped when the block ends."""
+    started: list[Any] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
 @pytest.fixture
 def start_doms0(tmp_path: Path) -> Iterator[DomS0Factory]:
     """Start DomS0 processes (each on its own state dir unless given); stop them all."""
-    started: list[Doms0Process] = []
+    with _stopped_afterwards() as started:
 
-    def start(engine: str = "builtin", state_dir: Path | None = None,
-              **kwargs: object) -> Doms0Process:
-        state = state_dir or tmp_path / f"doms0-{len(started)}"
-        process = Doms0Process(state, engine=engine, **kwargs).start()  # type: ignore[arg-type]
-        started.append(process)
-        return process
+        def start(engine: str = "builtin", state_dir: Path | None = None,
+                  **kwargs: object) -> Doms0Process:
+            state = state_dir or tmp_path / f"doms0-{len(started)}"
+            process = Doms0Process(state, engine=engine, **kwargs).start()  # type: ignore[arg-type]
+            started.append(process)
+            return process
 
-    yield start
-    for process in started:
-        process.stop()
+        yield start
 
 
 @pytest.fixture
@@ -86,16 +95,14 @@ def vtpm(manager: pb_grpc.ManagerStub, engine: str) -> pb.Vtpm:
 @pytest.fixture
 def attach(doms0: Doms0Process) -> Iterator[Callable[[str], AttachProcess]]:
     """Start ``vtpmctl attach`` front ends; stop them all afterwards."""
-    started: list[AttachProcess] = []
+    with _stopped_afterwards() as started:
 
-    def start(name: str) -> AttachProcess:
-        process = AttachProcess(doms0, name).start()
-        started.append(process)
-        return process
+        def start(name: str) -> AttachProcess:
+            process = AttachProcess(doms0, name).start()
+            started.append(process)
+            return process
 
-    yield start
-    for process in started:
-        process.stop()
+        yield start
 
 
 @pytest.fixture
