@@ -1,0 +1,194 @@
+"""Sealing secrets in a real vTPM (swtpm engine): to current and predicted PCRs, to signed
+policies, with auth values under dictionary-attack protection, and the TSS2 PEM file."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from tpm2_pytss.constants import ESYS_TR, TPM2_SU
+from tpm2_pytss.tsskey import TSSPrivKey
+
+from vtpm_manager.engines.swtpm import SwtpmEngine
+from vtpm_manager.manufacture import Execute, esapi_over
+from vtpm_manager.sealing import (
+    OID_SEALED_DATA,
+    SRK_HANDLE,
+    AuthorizedPolicy,
+    AuthRefused,
+    LockedOut,
+    PcrPolicy,
+    PolicyRefused,
+    SealedBlob,
+    SignedPolicy,
+    TpmKey,
+    seal,
+    sign_policy,
+    unseal,
+)
+from vtpm_manager.sealing.tsskey import OID_LOADABLE_KEY
+
+SECRET = b"disk key of guest7 \x00\xff"
+SELECTION = "sha256:4,8,9"
+
+
+@pytest.fixture
+def execute(tmp_path: Path) -> Iterator[Execute]:
+    engine = SwtpmEngine(tmp_path / "run")
+    engine.start(None)
+    try:
+        with esapi_over(engine.execute) as esapi:
+            esapi.startup(TPM2_SU.CLEAR)
+        yield engine.execute
+    finally:
+        engine.stop()
+
+
+def extend(execute: Execute, pcr: int, data: bytes) -> None:
+    with esapi_over(execute) as esapi:
+        esapi.pcr_event(ESYS_TR.PCR0 + pcr, data)
+
+
+def predict(events: dict[int, list[bytes]]) -> dict[str, dict[int, bytes]]:
+    """PCR values after TPM2_PCR_Event(data) for each event, from reset (all zero)."""
+    values = {}
+    for pcr in (4, 8, 9):
+        value = bytes(32)
+        for data in events.get(pcr, []):
+            value = hashlib.sha256(value + hashlib.sha256(data).digest()).digest()
+        values[pcr] = value
+    return {"sha256": values}
+
+
+def test_current_pcrs_seal_and_unseal(execute: Execute) -> None:
+    extend(execute, 8, b"cmdline")
+    blob = seal(execute, SECRET, PcrPolicy(SELECTION))
+    again = SealedBlob.from_json(blob.to_json())
+    assert unseal(execute, again) == SECRET
+    extend(execute, 8, b"something else")
+    with pytest.raises(PolicyRefused) as refused:
+        unseal(execute, again)
+    assert refused.value.differing == ("sha256:8",)
+
+
+def test_predicted_values_unseal_after_the_same_boot_only(execute: Execute) -> None:
+    boot = {4: [b"kernel"], 9: [b"initrd"]}
+    blob = seal(execute, SECRET, PcrPolicy(SELECTION, predict(boot)))
+    for pcr, events in boot.items():
+        for data in events:
+            extend(execute, pcr, data)
+    assert unseal(execute, blob) == SECRET
+    extend(execute, 9, b"initrd with one byte changed")
+    with pytest.raises(PolicyRefused) as refused:
+        unseal(execute, blob)
+    assert refused.value.differing == ("sha256:9",)
+
+
+def test_the_srk_is_created_once_and_reused(execute: Execute) -> None:
+    first = seal(execute, SECRET, PcrPolicy(SELECTION))
+    second = seal(execute, SECRET, PcrPolicy(SELECTION))
+    assert first.key.parent == second.key.parent == SRK_HANDLE
+    assert unseal(execute, first) == unseal(execute, second) == SECRET
+
+
+def test_the_blob_is_a_tss2_pem_with_the_sealed_data_oid(execute: Execute) -> None:
+    blob = seal(execute, SECRET, PcrPolicy(SELECTION))
+    pem = blob.key.to_pem()
+    assert pem.startswith(b"-----BEGIN TSS2 PRIVATE KEY-----\n")
+    parsed = TpmKey.from_pem(pem)
+    assert parsed == blob.key and parsed.type_oid == OID_SEALED_DATA and parsed.empty_auth
+    # tpm2-pytss reads only loadable keys: it parses our structure up to the type ...
+    with pytest.raises(TypeError, match="unsupported key type"):
+        TSSPrivKey.from_pem(pem)
+    # ... and, as a loadable key, the rest of it field by field.
+    loadable = TpmKey(OID_LOADABLE_KEY, True, SRK_HANDLE, blob.public, blob.private)
+    theirs = TSSPrivKey.from_pem(loadable.to_pem())
+    assert theirs.parent == SRK_HANDLE and theirs.empty_auth
+    assert bytes(theirs.public.marshal()) == blob.public
+    assert bytes(theirs.private.marshal()) == blob.private
+
+
+def test_authorized_policy_follows_signatures_not_pcrs(execute: Execute) -> None:
+    approval = ec.generate_private_key(ec.SECP256R1())
+    blob = seal(execute, SECRET, AuthorizedPolicy(approval.public_key()))
+    blob = SealedBlob.from_json(blob.to_json())
+    state_a = predict({})
+    signed_a = SignedPolicy.from_json(sign_policy(approval, SELECTION, state_a).to_json())
+    assert unseal(execute, blob, signed_policy=signed_a) == SECRET
+
+    extend(execute, 4, b"new kernel")
+    with pytest.raises(PolicyRefused) as refused:
+        unseal(execute, blob, signed_policy=signed_a)
+    assert refused.value.differing == ("sha256:4",)
+    signed_b = sign_policy(approval, SELECTION, predict({4: [b"new kernel"]}))
+    assert unseal(execute, blob, signed_policy=signed_b) == SECRET
+
+    forged = sign_policy(ec.generate_private_key(ec.SECP256R1()), SELECTION,
+                         predict({4: [b"new kernel"]}))
+    with pytest.raises(PolicyRefused):
+        unseal(execute, blob, signed_policy=forged)
+
+
+def test_wrong_auth_values_are_refused_then_locked_out(execute: Execute) -> None:
+    with esapi_over(execute) as esapi:
+        esapi.dictionary_attack_parameters(3, 1000, 1000, ESYS_TR.LOCKOUT)
+    blob = seal(execute, SECRET, PcrPolicy(SELECTION), auth=b"correct horse")
+    assert not blob.key.empty_auth
+    assert unseal(execute, blob, auth=b"correct horse") == SECRET
+    for _ in range(3):
+        with pytest.raises(AuthRefused):
+            unseal(execute, blob, auth=b"wrong")
+    with pytest.raises(LockedOut):
+        unseal(execute, blob, auth=b"correct horse")
+
+
+def socket_execute(port: int) -> Execute:
+    """TPM commands over swtpm's data socket (raw command/response, sized by the header)."""
+    import socket
+    import struct
+
+    def execute(command: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(command)
+            response = b""
+            while len(response) < 6 or len(response) < struct.unpack(">I", response[2:6])[0]:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                response += chunk
+            return response
+    return execute
+
+
+def test_tpm2_unseal_opens_our_object_in_the_matching_state(tmp_path: Path) -> None:
+    import subprocess
+
+    from domS0.harness import SwtpmProcess
+    from tests.conftest import require_tool
+    require_tool("tpm2_unseal")
+    tpm = SwtpmProcess(tmp_path / "swtpm").start()
+    try:
+        execute = socket_execute(tpm.port)
+        extend(execute, 8, b"cmdline")
+        blob = seal(execute, SECRET, PcrPolicy(SELECTION))
+        (tmp_path / "seal.pub").write_bytes(blob.public)
+        (tmp_path / "seal.priv").write_bytes(blob.private)
+        env = {"TPM2TOOLS_TCTI": tpm.tcti, "PATH": "/usr/bin:/bin"}
+
+        def tool(*args: str) -> subprocess.CompletedProcess[bytes]:
+            return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True)
+
+        loaded = tool("tpm2_load", "-C", hex(SRK_HANDLE), "-u", "seal.pub", "-r", "seal.priv",
+                      "-c", "seal.ctx")
+        assert loaded.returncode == 0, loaded.stderr
+        opened = tool("tpm2_unseal", "-c", "seal.ctx", "-p", f"pcr:{SELECTION}")
+        assert opened.returncode == 0, opened.stderr
+        assert opened.stdout == SECRET
+        extend(execute, 8, b"another cmdline")
+        refused = tool("tpm2_unseal", "-c", "seal.ctx", "-p", f"pcr:{SELECTION}")
+        assert refused.returncode != 0
+    finally:
+        tpm.stop()

@@ -1,0 +1,54 @@
+"""Sealing per-domain secrets in a vTPM (issue 5): to current PCRs, to PCRs predicted from
+a manifest, and to signed PCR policies (PolicyAuthorize) that survive kernel updates.
+
+- :mod:`.srk` — the standard ECC P-256 SRK, persistent at 0x81000001;
+- :mod:`.policy` — seal policies, their digests in software, signed PCR policies;
+- :mod:`.seal` — TPM2_Create/Unseal through policy sessions, the blob file;
+- :mod:`.tsskey` — the ``TSS2 PRIVATE KEY`` PEM (TPMKey ASN.1, sealed-data OID);
+- :mod:`.errors` — typed refusals.
+
+Every function takes the vTPM as ``execute(command) -> response``.
+"""
+
+from .errors import (
+    AuthRefused,
+    LockedOut,
+    PolicyRefused,
+    SealedFormatError,
+    SealingError,
+)
+from .policy import (
+    AuthorizedPolicy,
+    PcrPolicy,
+    PcrValues,
+    SealPolicy,
+    SignedPolicy,
+    policy_pcr_digest,
+    sign_policy,
+)
+from .seal import SealedBlob, seal, unseal
+from .srk import SRK_HANDLE, ensure_srk, srk_template
+from .tsskey import OID_SEALED_DATA, TpmKey
+
+__all__ = [
+    "OID_SEALED_DATA",
+    "SRK_HANDLE",
+    "AuthRefused",
+    "AuthorizedPolicy",
+    "LockedOut",
+    "PcrPolicy",
+    "PcrValues",
+    "PolicyRefused",
+    "SealPolicy",
+    "SealedBlob",
+    "SealedFormatError",
+    "SealingError",
+    "SignedPolicy",
+    "TpmKey",
+    "ensure_srk",
+    "policy_pcr_digest",
+    "seal",
+    "sign_policy",
+    "srk_template",
+    "unseal",
+]
