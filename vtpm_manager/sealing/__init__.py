@@ -5,6 +5,7 @@ a manifest, and to signed PCR policies (PolicyAuthorize) that survive kernel upd
 - :mod:`.policy` — seal policies, their digests in software, signed PCR policies;
 - :mod:`.seal` — TPM2_Create/Unseal through policy sessions, the blob file;
 - :mod:`.tsskey` — the ``TSS2 PRIVATE KEY`` PEM (TPMKey ASN.1, sealed-data OID);
+- :mod:`.importblob` — offline sealing to one vTPM's EK (Duplicate/Import style);
 - :mod:`.errors` — typed refusals.
 
 Every function takes the vTPM as ``execute(command) -> response``.
@@ -17,6 +18,7 @@ from .errors import (
     SealedFormatError,
     SealingError,
 )
+from .importblob import ImportBlob, ImportRefused, create_import_blob, import_and_unseal
 from .policy import (
     AuthorizedPolicy,
     PcrPolicy,
@@ -35,6 +37,8 @@ __all__ = [
     "SRK_HANDLE",
     "AuthRefused",
     "AuthorizedPolicy",
+    "ImportBlob",
+    "ImportRefused",
     "LockedOut",
     "PcrPolicy",
     "PcrValues",
@@ -45,7 +49,9 @@ __all__ = [
     "SealingError",
     "SignedPolicy",
     "TpmKey",
+    "create_import_blob",
     "ensure_srk",
+    "import_and_unseal",
     "policy_pcr_digest",
     "seal",
     "sign_policy",
