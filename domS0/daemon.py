@@ -51,6 +51,7 @@ from .imagestore import ImageStore
 from .rpc.attestation import AttestationServicer
 from .rpc.auth import TOKEN_FILE, ensure_token
 from .rpc.server import build_server
+from .sealer import Sealer
 
 log = logging.getLogger("doms0")
 
@@ -179,7 +180,7 @@ def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
     finalizer = Finalizer(manager, ca, host_name(settings), records, sockets.path_of, images)
     sockets.boot_measurer = finalizer.measure_boot
     return AttestationServicer(finalizer, Attestor(manager, ca, records, root), images,
-                               sockets.path_of)
+                               sockets.path_of, Sealer(manager))
 
 
 def serve(settings: Settings) -> int:

@@ -8,7 +8,9 @@ paths 2 and 3 as a builder and a remote verifier would, through ``vtpmctl``:
    vTPM's PCRs 8/9 (GRUB convention), keeps the TCG event log and enrolls an AK;
 2. ``vtpmctl certs``: the vTPM CA certificate, the verifier's trust anchor;
 3. ``vtpmctl quote`` with a fresh nonce: the evidence bundle;
-4. ``vtpmctl verify`` against the build's manifest and the CA: one line per check.
+4. ``vtpmctl verify`` against the build's manifest and the CA: one line per check;
+5. ``vtpmctl seal --policy manifest:M.json``: a secret sealed in the vTPM to the PCRs
+   the build's manifest predicts, and ``vtpmctl unseal`` opening it in the measured state.
 
 Exit 0 only if every check passes.
 """
@@ -75,6 +77,20 @@ def _step(doms0: Doms0Process, *args: str) -> str:
     return result.stdout
 
 
+def _seal_and_unseal(doms0: Doms0Process, workdir: Path, manifest: Path) -> int:
+    """Seal a fresh secret to the manifest's PCRs 8/9, then unseal it in the vTPM."""
+    secret, blob, opened = workdir / "secret", workdir / "sealed.json", workdir / "unsealed"
+    secret.write_bytes(secrets.token_bytes(32))
+    print(_step(doms0, "seal", "demo-domain", "--in", str(secret), "--out", str(blob),
+                "--policy", f"manifest:{manifest}"), end="")
+    _step(doms0, "unseal", "demo-domain", "--in", str(blob), "--out", str(opened))
+    if opened.read_bytes() != secret.read_bytes():
+        print("sealing FAILED: the unsealed secret differs", file=sys.stderr)
+        return 1
+    print("sealed to the manifest; unsealed after the measured build: OK")
+    return 0
+
+
 def run_demo(engine: str, workdir: Path) -> int:
     doms0 = Doms0Process(workdir / "state", engine=engine).start()
     try:
@@ -96,7 +112,7 @@ def run_demo(engine: str, workdir: Path) -> int:
             print(verified.stderr, end="", file=sys.stderr)
             return 1
         print("attestation OK: the domain's vTPM holds what was measured")
-        return 0
+        return _seal_and_unseal(doms0, workdir, manifest)
     finally:
         doms0.stop()
 

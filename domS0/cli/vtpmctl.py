@@ -21,7 +21,7 @@ from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from domS0.client.channel import CredentialError, default_server, load_token, open_channel
 
-from . import measured
+from . import measured, sealing
 from .errors import EXIT_REFUSED, EXIT_UNREACHABLE, RPC_TIMEOUT, CliError
 
 
@@ -154,10 +154,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, grpc.Channel], None]] = {
     "start": cmd_start_or_stop, "stop": cmd_start_or_stop, "transmit": cmd_transmit,
     "attach": cmd_attach, "build": measured.cmd_build, "quote": measured.cmd_quote,
     "certs": measured.cmd_certs, "eventlog": measured.cmd_eventlog,
+    "seal": sealing.cmd_seal, "unseal": sealing.cmd_unseal,
 }
 #: Commands that never talk to DomS0 (no token, no channel).
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": measured.cmd_predict, "verify": measured.cmd_verify,
+    "policy": sealing.cmd_policy,
 }
 
 
@@ -199,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data port (control on PORT+1), or a Unix socket PATH (control "
                    "on PATH.ctrl, mode 0600)")
     measured.add_parsers(sub)
+    sealing.add_parsers(sub)
     return parser
 
 

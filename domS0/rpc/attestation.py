@@ -1,4 +1,5 @@
-"""The vtpm.v1 Attestation service: Build, Predict, Quote, GetEventLog, GetCertificates.
+"""The vtpm.v1 Attestation service: Build, Predict, Quote, GetEventLog, GetCertificates,
+Seal, Unseal.
 
 A separate service rather than more Manager methods: it is data paths 2 and 3 (a
 builder and a verifier's agent are its callers, not the operator managing vTPMs),
@@ -22,7 +23,20 @@ from domS0.attestor import Attestor
 from domS0.finalizer import BuildSpec, Finalizer, measure_images, parse_config
 from domS0.imagestore import ImageStore, ImageTooLarge, ImageWriter, StoredImage
 from domS0.logs import log_request
+from domS0.sealer import Sealer
+from vtpm_manager.attestation.quote import parse_selection
 from vtpm_manager.errors import InvalidArgument
+from vtpm_manager.sealing import (
+    AuthorizedPolicy,
+    AuthRefused,
+    LockedOut,
+    PcrPolicy,
+    PcrValues,
+    PolicyRefused,
+    SealingError,
+    SealPolicy,
+)
+from vtpm_manager.sealing.policy import load_public_key_pem
 
 from .auth import describe_caller
 from .servicers import ControlSocketOf, to_message
@@ -75,13 +89,85 @@ def _deep_message(deep: Mapping[str, Any] | None) -> pb.DeepQuote | None:
         host_pcr_selection=deep["host_pcr_selection"], measure_pcr=deep["measure_pcr"] or 0)
 
 
+def seal_policy(request: pb.SealRequest) -> SealPolicy:
+    """The request's policy; InvalidArgument for a missing or malformed one."""
+    kind = request.WhichOneof("policy")
+    try:
+        if kind == "current":
+            return PcrPolicy(parse_selection(request.current.pcr_selection))
+        if kind == "predicted":
+            values: PcrValues = {}
+            for item in request.predicted.values:
+                values.setdefault(item.bank, {})[item.pcr] = item.value
+            return PcrPolicy(parse_selection(request.predicted.pcr_selection), values)
+        if kind == "authorized":
+            return AuthorizedPolicy(load_public_key_pem(
+                request.authorized.approval_public_key_pem))
+    except (ValueError, KeyError) as exc:
+        raise InvalidArgument(f"bad {kind} policy: {exc}") from None
+    raise InvalidArgument("give a policy: current, predicted or authorized")
+
+
+def sealing_status(exc: SealingError) -> tuple[grpc.StatusCode, str]:
+    """The status a sealing refusal maps onto; the message names the differing PCRs."""
+    if isinstance(exc, PolicyRefused):
+        if exc.differing:
+            verb = "differs" if len(exc.differing) == 1 else "differ"
+            return (grpc.StatusCode.FAILED_PRECONDITION,
+                    f"policy refused: {', '.join(exc.differing)} {verb} from the sealed "
+                    f"(or signed) state ({exc})")
+        return grpc.StatusCode.FAILED_PRECONDITION, f"policy refused: {exc}"
+    if isinstance(exc, LockedOut):
+        return (grpc.StatusCode.FAILED_PRECONDITION,
+                f"locked out (dictionary-attack protection): {exc}")
+    if isinstance(exc, AuthRefused):
+        return grpc.StatusCode.PERMISSION_DENIED, f"auth refused: {exc}"
+    return grpc.StatusCode.FAILED_PRECONDITION, f"sealing failed: {exc}"
+
+
 class AttestationServicer(pb_grpc.AttestationServicer):
     def __init__(self, finalizer: Finalizer, attestor: Attestor, images: ImageStore,
-                 control_socket_of: ControlSocketOf) -> None:
+                 control_socket_of: ControlSocketOf, sealer: Sealer | None = None) -> None:
         self._finalizer = finalizer
         self._attestor = attestor
         self._images = images
         self._socket_of = control_socket_of
+        self._sealer = sealer
+
+    def _require_sealer(self) -> Sealer:
+        if self._sealer is None:
+            raise InvalidArgument("this DomS0 does not seal")
+        return self._sealer
+
+    @abort_on_refusal
+    def Seal(self, request: pb.SealRequest, context: grpc.ServicerContext) -> pb.SealResponse:
+        started = time.perf_counter()
+        try:     # the secret and auth value are never logged
+            blob = self._require_sealer().seal(
+                request.vtpm, request.secret, seal_policy(request),
+                request.auth if request.HasField("auth") else None)
+        except SealingError as exc:
+            context.abort(*sealing_status(exc))
+        finally:
+            log_request("api request", started, method="Seal", vtpm=request.vtpm,
+                        policy=request.WhichOneof("policy") or "",
+                        caller=describe_caller(context))
+        return pb.SealResponse(blob_json=blob.to_json())
+
+    @abort_on_refusal
+    def Unseal(self, request: pb.UnsealRequest, context: grpc.ServicerContext
+               ) -> pb.UnsealResponse:
+        started = time.perf_counter()
+        try:
+            secret = self._require_sealer().unseal(
+                request.vtpm, request.blob_json, request.signed_policy_json,
+                request.auth if request.HasField("auth") else None)
+        except SealingError as exc:
+            context.abort(*sealing_status(exc))
+        finally:
+            log_request("api request", started, method="Unseal", vtpm=request.vtpm,
+                        caller=describe_caller(context))
+        return pb.UnsealResponse(secret=secret)
 
     @abort_on_refusal
     def Build(self, request_iterator: Iterator[pb.BuildRequest],

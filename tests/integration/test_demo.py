@@ -1,5 +1,6 @@
 """The README's first command: the demo runs a DomS0, builds a measured domain,
-quotes it and verifies the evidence, and says so."""
+quotes it and verifies the evidence, seals a secret to the manifest and unseals it, and
+says so."""
 
 from __future__ import annotations
 
@@ -15,5 +16,7 @@ def test_demo_attests_the_measured_domain() -> None:
                   "event log"):
         assert f"PASS {check}:" in result.stdout, result.stdout
     assert "FAIL" not in result.stdout
+    assert "attestation OK: the domain's vTPM holds what was measured\n" in result.stdout
+    assert "sealed 32 bytes in demo-domain to manifest:" in result.stdout
     assert result.stdout.strip().endswith(
-        "attestation OK: the domain's vTPM holds what was measured")
+        "sealed to the manifest; unsealed after the measured build: OK")

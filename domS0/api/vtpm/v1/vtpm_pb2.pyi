@@ -306,3 +306,63 @@ class GetCertificatesResponse(_message.Message):
     ca_certificate: str
     ak_public_pem: str
     def __init__(self, ek_certificates: _Optional[_Iterable[str]] = ..., ak_certificate: _Optional[str] = ..., ca_certificate: _Optional[str] = ..., ak_public_pem: _Optional[str] = ...) -> None: ...
+
+class CurrentPcrPolicy(_message.Message):
+    __slots__ = ("pcr_selection",)
+    PCR_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    pcr_selection: str
+    def __init__(self, pcr_selection: _Optional[str] = ...) -> None: ...
+
+class PredictedPcrPolicy(_message.Message):
+    __slots__ = ("pcr_selection", "values")
+    PCR_SELECTION_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    pcr_selection: str
+    values: _containers.RepeatedCompositeFieldContainer[PcrValue]
+    def __init__(self, pcr_selection: _Optional[str] = ..., values: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ...) -> None: ...
+
+class AuthorizedPcrPolicy(_message.Message):
+    __slots__ = ("approval_public_key_pem",)
+    APPROVAL_PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    approval_public_key_pem: str
+    def __init__(self, approval_public_key_pem: _Optional[str] = ...) -> None: ...
+
+class SealRequest(_message.Message):
+    __slots__ = ("vtpm", "secret", "current", "predicted", "authorized", "auth")
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZED_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    vtpm: str
+    secret: bytes
+    current: CurrentPcrPolicy
+    predicted: PredictedPcrPolicy
+    authorized: AuthorizedPcrPolicy
+    auth: bytes
+    def __init__(self, vtpm: _Optional[str] = ..., secret: _Optional[bytes] = ..., current: _Optional[_Union[CurrentPcrPolicy, _Mapping]] = ..., predicted: _Optional[_Union[PredictedPcrPolicy, _Mapping]] = ..., authorized: _Optional[_Union[AuthorizedPcrPolicy, _Mapping]] = ..., auth: _Optional[bytes] = ...) -> None: ...
+
+class SealResponse(_message.Message):
+    __slots__ = ("blob_json",)
+    BLOB_JSON_FIELD_NUMBER: _ClassVar[int]
+    blob_json: str
+    def __init__(self, blob_json: _Optional[str] = ...) -> None: ...
+
+class UnsealRequest(_message.Message):
+    __slots__ = ("vtpm", "blob_json", "signed_policy_json", "auth")
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    BLOB_JSON_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    AUTH_FIELD_NUMBER: _ClassVar[int]
+    vtpm: str
+    blob_json: str
+    signed_policy_json: str
+    auth: bytes
+    def __init__(self, vtpm: _Optional[str] = ..., blob_json: _Optional[str] = ..., signed_policy_json: _Optional[str] = ..., auth: _Optional[bytes] = ...) -> None: ...
+
+class UnsealResponse(_message.Message):
+    __slots__ = ("secret",)
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    secret: bytes
+    def __init__(self, secret: _Optional[bytes] = ...) -> None: ...

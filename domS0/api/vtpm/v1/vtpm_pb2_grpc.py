@@ -475,6 +475,16 @@ class AttestationStub:
                 request_serializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesRequest.SerializeToString,
                 response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesResponse.FromString,
                 _registered_method=True)
+        self.Seal = channel.unary_unary(
+                '/vtpm.v1.Attestation/Seal',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.SealRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.SealResponse.FromString,
+                _registered_method=True)
+        self.Unseal = channel.unary_unary(
+                '/vtpm.v1.Attestation/Unseal',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.UnsealRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.UnsealResponse.FromString,
+                _registered_method=True)
 
 
 class AttestationServicer:
@@ -519,6 +529,25 @@ class AttestationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Seal(self, request, context):
+        """Seal a secret under the vTPM's SRK (0x81000001, created if absent) to a PCR policy
+        (current or predicted values) or to PolicyAuthorize(approval key); optionally also
+        PolicyAuthValue. Returns the sealed blob (JSON with the TSS2 PEM inside).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Unseal(self, request, context):
+        """Load the blob under the SRK, satisfy its policy and TPM2_Unseal. FAILED_PRECONDITION
+        "policy refused: ..." when the PCRs are not in the sealed (or signed) state or the
+        signature is not the approval key's, "locked out ..." in dictionary-attack lockout;
+        PERMISSION_DENIED for a wrong auth value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AttestationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -546,6 +575,16 @@ def add_AttestationServicer_to_server(servicer, server):
                     servicer.GetCertificates,
                     request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesRequest.FromString,
                     response_serializer=vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesResponse.SerializeToString,
+            ),
+            'Seal': grpc.unary_unary_rpc_method_handler(
+                    servicer.Seal,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.SealRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.SealResponse.SerializeToString,
+            ),
+            'Unseal': grpc.unary_unary_rpc_method_handler(
+                    servicer.Unseal,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.UnsealRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.UnsealResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -686,6 +725,60 @@ class Attestation:
             '/vtpm.v1.Attestation/GetCertificates',
             vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesRequest.SerializeToString,
             vtpm_dot_v1_dot_vtpm__pb2.GetCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Seal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Attestation/Seal',
+            vtpm_dot_v1_dot_vtpm__pb2.SealRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.SealResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Unseal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Attestation/Unseal',
+            vtpm_dot_v1_dot_vtpm__pb2.UnsealRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.UnsealResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,194 @@
+"""vtpmctl's sealing commands: seal, unseal (through DomS0) and policy sign/keygen (local).
+
+``--policy`` takes one of:
+
+- ``current[:PCRS]`` — PolicyPCR over the vTPM's PCR values now (default PCRS
+  ``sha256:0-9``: the firmware PCRs and the 8/9 our builds extend);
+- ``manifest:M.json[:PCRS]`` — PolicyPCR over the values the manifest predicts, computed
+  here and sent (default PCRS ``sha256:8,9``, the PCRs ``vtpmctl build`` extends), so a
+  secret can be sealed before the domain's first build;
+- ``authorized:APPROVAL_PUB.pem`` — PolicyAuthorize to an approval key: any PCR policy
+  ``vtpmctl policy sign`` signs with its private key unseals it; a kernel update needs a
+  new signature, not a re-seal.
+
+``--auth-file F`` adds PolicyAuthValue with F's bytes, exactly as stored (no newline is
+stripped); wrong values count towards the vTPM's dictionary-attack lockout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from domS0.api.vtpm.v1 import vtpm_pb2 as pb
+from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from measure.errors import MeasureError
+from measure.manifest import Manifest
+from vtpm_manager.attestation.quote import Selection, parse_selection
+from vtpm_manager.sealing import SealedBlob, SealingError, sign_policy
+from vtpm_manager.sealing.policy import PcrValues, public_key_pem
+
+from .errors import RPC_TIMEOUT, CliError
+
+CURRENT_PCRS = "sha256:0-9"
+MANIFEST_PCRS = "sha256:8,9"
+_WITH_PCRS = re.compile(r"(?P<path>.+?)(?::(?P<pcrs>sha\d+:.+))?")
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read the {what}: {exc}") from None
+
+
+def _selection(text: str) -> Selection:
+    try:
+        return parse_selection(text)
+    except ValueError as exc:
+        raise CliError(f"bad PCR selection {text!r}: {exc}") from None
+
+
+def manifest_values(path: str, pcrs: str) -> tuple[Selection, PcrValues]:
+    """The selected PCR values the manifest at ``path`` predicts."""
+    try:
+        manifest = Manifest.loads(_read(path, "manifest"))
+    except MeasureError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    selection = _selection(pcrs)
+    values: PcrValues = {}
+    for bank, numbers in selection:
+        for pcr in numbers:
+            value = manifest.pcrs.get(bank, {}).get(pcr)
+            if value is None:
+                raise CliError(f"{path} predicts no value for PCR {bank}:{pcr}")
+            values.setdefault(bank, {})[pcr] = value
+    return selection, values
+
+
+def _policy_fields(policy: str) -> dict[str, Any]:
+    kind, _, rest = policy.partition(":")
+    if kind == "current":
+        current = rest or CURRENT_PCRS
+        _selection(current)
+        return {"current": pb.CurrentPcrPolicy(pcr_selection=current)}
+    if kind == "manifest" and rest:
+        match = _WITH_PCRS.fullmatch(rest)
+        assert match is not None
+        selection_text = match["pcrs"] or MANIFEST_PCRS
+        selection, values = manifest_values(match["path"], selection_text)
+        return {"predicted": pb.PredictedPcrPolicy(
+            pcr_selection=selection_text,
+            values=[pb.PcrValue(bank=bank, pcr=pcr, value=values[bank][pcr])
+                    for bank, numbers in selection for pcr in numbers])}
+    if kind == "authorized" and rest:
+        pem = _read(rest, "approval public key").decode(errors="replace")
+        return {"authorized": pb.AuthorizedPcrPolicy(approval_public_key_pem=pem)}
+    raise CliError(f"--policy {policy!r}: use current[:PCRS], manifest:M.json[:PCRS] or "
+                   "authorized:APPROVAL_PUB.pem")
+
+
+def _auth(args: argparse.Namespace) -> bytes | None:
+    return _read(args.auth_file, "auth file") if args.auth_file else None
+
+
+def cmd_seal(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    secret = _read(args.input, "secret")
+    request = pb.SealRequest(vtpm=args.name, secret=secret, auth=_auth(args),
+                             **_policy_fields(args.policy))
+    reply = pb_grpc.AttestationStub(channel).Seal(request, timeout=RPC_TIMEOUT)
+    Path(args.out).write_text(reply.blob_json)
+    print(f"sealed {len(secret)} bytes in {args.name} to {args.policy}: {args.out}")
+    if args.tpm2_files:
+        blob = SealedBlob.from_json(reply.blob_json)
+        folder = Path(args.tpm2_files)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "seal.pub").write_bytes(blob.public)
+        (folder / "seal.priv").write_bytes(blob.private)
+        (folder / "seal.pem").write_bytes(blob.key.to_pem())
+        print(f"tpm2-tools files: {folder}/seal.pub, seal.priv (tpm2_load -C 0x81000001 "
+              f"-u seal.pub -r seal.priv), TSS2 PEM {folder}/seal.pem")
+
+
+def cmd_unseal(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    blob = _read(args.input, "sealed blob").decode(errors="replace")
+    signed = _read(args.signed_policy, "signed policy").decode(errors="replace") \
+        if args.signed_policy else ""
+    reply = pb_grpc.AttestationStub(channel).Unseal(
+        pb.UnsealRequest(vtpm=args.name, blob_json=blob, signed_policy_json=signed,
+                         auth=_auth(args)), timeout=RPC_TIMEOUT)
+    if args.out:
+        path = Path(args.out)
+        path.touch(mode=0o600)
+        path.write_bytes(reply.secret)
+    else:
+        sys.stdout.buffer.write(reply.secret)
+        sys.stdout.buffer.flush()
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    if args.policy_command == "keygen":
+        new = ec.generate_private_key(ec.SECP256R1())
+        private = Path(args.out)
+        private.touch(mode=0o600)
+        private.write_bytes(new.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+        public = Path(args.pub_out)
+        public.write_text(public_key_pem(new.public_key()))
+        print(f"approval key: {private}; public key (seal with authorized:{public}): "
+              f"{public}")
+        return 0
+    try:
+        key = serialization.load_pem_private_key(_read(args.key, "approval key"), None)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{args.key}: not an unencrypted PEM private key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise CliError(f"{args.key}: approval keys are ECC P-256 or RSA")
+    selection, values = manifest_values(args.manifest, args.pcrs)
+    try:
+        signed = sign_policy(key, selection, values)
+    except (SealingError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    Path(args.out).write_text(signed.to_json())
+    print(f"signed the PCR policy of {args.manifest} ({args.pcrs}, digest "
+          f"{signed.policy_digest.hex()}): {args.out}")
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    p = sub.add_parser("seal", help="seal a secret in a vTPM to a PCR or signed policy")
+    p.add_argument("name", help="vTPM name or UUID")
+    p.add_argument("--in", dest="input", required=True, metavar="FILE",
+                   help="the secret (1-128 bytes)")
+    p.add_argument("--out", required=True, metavar="BLOB", help="write the sealed blob")
+    p.add_argument("--policy", required=True,
+                   help=f"current[:PCRS] (default {CURRENT_PCRS}) | manifest:M.json[:PCRS] "
+                   f"(default {MANIFEST_PCRS}) | authorized:APPROVAL_PUB.pem")
+    p.add_argument("--auth-file", metavar="F", help="also require this auth value")
+    p.add_argument("--tpm2-files", metavar="DIR", help="also write seal.pub/seal.priv "
+                   "(tpm2_load) and seal.pem (TSS2 PRIVATE KEY) into DIR")
+    p = sub.add_parser("unseal", help="unseal a sealed blob in its vTPM")
+    p.add_argument("name", help="vTPM name or UUID")
+    p.add_argument("--in", dest="input", required=True, metavar="BLOB")
+    p.add_argument("--signed-policy", metavar="SIGNED.json",
+                   help="for an authorized blob: a policy from vtpmctl policy sign")
+    p.add_argument("--auth-file", metavar="F", help="the auth value the blob was sealed with")
+    p.add_argument("--out", metavar="FILE", help="write the secret (default: stdout, raw)")
+    p = sub.add_parser("policy", help="approval keys and signed PCR policies (local)")
+    policy = p.add_subparsers(dest="policy_command", required=True)
+    q = policy.add_parser("keygen", help="create an ECC P-256 approval key")
+    q.add_argument("--out", required=True, metavar="APPROVAL.pem")
+    q.add_argument("--pub-out", required=True, metavar="APPROVAL_PUB.pem")
+    q = policy.add_parser("sign", help="sign the PCR policy a manifest predicts")
+    q.add_argument("--key", required=True, metavar="APPROVAL.pem")
+    q.add_argument("--manifest", required=True, metavar="M.json")
+    q.add_argument("--pcrs", default=MANIFEST_PCRS, help=f"default {MANIFEST_PCRS}")
+    q.add_argument("--out", required=True, metavar="SIGNED.json")

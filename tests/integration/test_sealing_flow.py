@@ -1,0 +1,165 @@
+"""Sealing per-domain secrets against a real DomS0 (swtpm engine) through vtpmctl: to a
+manifest's predicted PCRs before the first build, to signed policies that survive a
+kernel update, unsealed by tpm2-tools inside the "domain", with auth values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from domS0.demo import SAMPLE_CMDLINE, sample_kernel, write_sample_domain
+from domS0.harness import AttachProcess, Doms0Process
+from tests.conftest import DomS0Factory, require_tool
+from tests.integration.test_measured_launch import build, ok, vtpmctl
+
+SECRET = b"disk key of dom1 \x00\xff\n"
+
+
+def refused(result: subprocess.CompletedProcess[str], code: str, *words: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{code}:" in result.stderr, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+
+
+def unseal(doms0: Doms0Process, name: str, blob: Path, *extra: str | Path
+           ) -> subprocess.CompletedProcess[str]:
+    return vtpmctl(doms0, "unseal", name, "--in", blob, *extra)
+
+
+def unsealed(doms0: Doms0Process, name: str, blob: Path, out: Path, *extra: str | Path
+             ) -> bytes:
+    ok(unseal(doms0, name, blob, "--out", out, *extra))
+    return out.read_bytes()
+
+
+def setup(start_doms0: DomS0Factory, tmp_path: Path) -> tuple[Doms0Process, Path, Path]:
+    doms0 = start_doms0("swtpm")
+    kernel, initrd = write_sample_domain(tmp_path / "domain")
+    (tmp_path / "secret").write_bytes(SECRET)
+    ok(vtpmctl(doms0, "create", "dom1", "--engine", "swtpm"))
+    return doms0, kernel, initrd
+
+
+def test_manifest_sealed_secret_unseals_only_after_that_build(
+        start_doms0: DomS0Factory, tmp_path: Path) -> None:
+    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+    manifest, blob, out = tmp_path / "m.json", tmp_path / "blob.json", tmp_path / "out"
+    ok(vtpmctl(doms0, "predict", "--kernel", kernel, "--initrd", initrd, "--cmdline",
+               SAMPLE_CMDLINE, "--manifest-out", manifest))
+    # Sealed before the domain's first build, to what the manifest predicts.
+    ok(vtpmctl(doms0, "seal", "dom1", "--in", tmp_path / "secret", "--out", blob,
+               "--policy", f"manifest:{manifest}"))
+    refused(unseal(doms0, "dom1", blob), "FAILED_PRECONDITION", "policy refused")
+
+    ok(build(doms0, "dom1", kernel, initrd))
+    assert unsealed(doms0, "dom1", blob, out) == SECRET
+    raw = subprocess.run([sys.executable, "-m", "domS0.cli.vtpmctl", "unseal", "dom1",
+                          "--in", str(blob)], env=doms0.env(), capture_output=True,
+                         timeout=60)
+    assert raw.returncode == 0 and raw.stdout == SECRET      # raw bytes on stdout
+
+    changed = tmp_path / "initrd-changed.img"
+    data = bytearray(initrd.read_bytes())
+    data[100] ^= 1
+    changed.write_bytes(bytes(data))
+    ok(build(doms0, "dom1", kernel, changed))
+    refused(unseal(doms0, "dom1", blob), "FAILED_PRECONDITION",
+            "policy refused: sha256:9 differs")
+
+    ok(build(doms0, "dom1", kernel, initrd, cmdline=SAMPLE_CMDLINE + " single"))
+    refused(unseal(doms0, "dom1", blob), "FAILED_PRECONDITION",
+            "policy refused: sha256:8 differs")
+
+    ok(build(doms0, "dom1", kernel, initrd))
+    assert unsealed(doms0, "dom1", blob, out) == SECRET
+
+
+def test_authorized_secret_follows_signatures_across_a_kernel_update(
+        start_doms0: DomS0Factory, tmp_path: Path) -> None:
+    doms0, kernel_a, initrd = setup(start_doms0, tmp_path)
+    key, pub = tmp_path / "approval.pem", tmp_path / "approval.pub.pem"
+    ok(vtpmctl(doms0, "policy", "keygen", "--out", key, "--pub-out", pub))
+    blob, out = tmp_path / "blob.json", tmp_path / "out"
+    ok(vtpmctl(doms0, "seal", "dom1", "--in", tmp_path / "secret", "--out", blob,
+               "--policy", f"authorized:{pub}"))
+
+    manifest_a, signed_a = tmp_path / "a.json", tmp_path / "a.signed.json"
+    ok(build(doms0, "dom1", kernel_a, initrd, "--manifest-out", manifest_a))
+    ok(vtpmctl(doms0, "policy", "sign", "--key", key, "--manifest", manifest_a,
+               "--out", signed_a))
+    refused(unseal(doms0, "dom1", blob), "FAILED_PRECONDITION", "signed policy")
+    assert unsealed(doms0, "dom1", blob, out, "--signed-policy", signed_a) == SECRET
+
+    kernel_b = tmp_path / "vmlinuz-b"
+    kernel_b.write_bytes(sample_kernel(payload=80 * 1024))
+    manifest_b, signed_b = tmp_path / "b.json", tmp_path / "b.signed.json"
+    ok(build(doms0, "dom1", kernel_b, initrd, "--manifest-out", manifest_b))
+    refused(unseal(doms0, "dom1", blob, "--signed-policy", signed_a), "FAILED_PRECONDITION",
+            "policy refused: sha256:9 differs")
+    ok(vtpmctl(doms0, "policy", "sign", "--key", key, "--manifest", manifest_b,
+               "--out", signed_b))
+    assert unsealed(doms0, "dom1", blob, out, "--signed-policy", signed_b) == SECRET
+
+    # A policy signed by another key is refused.
+    other, other_pub = tmp_path / "other.pem", tmp_path / "other.pub.pem"
+    forged = tmp_path / "forged.json"
+    ok(vtpmctl(doms0, "policy", "keygen", "--out", other, "--pub-out", other_pub))
+    ok(vtpmctl(doms0, "policy", "sign", "--key", other, "--manifest", manifest_b,
+               "--out", forged))
+    refused(unseal(doms0, "dom1", blob, "--signed-policy", forged), "FAILED_PRECONDITION",
+            "policy refused")
+
+
+def test_tpm2_unseal_inside_the_domain(start_doms0: DomS0Factory, tmp_path: Path) -> None:
+    require_tool("tpm2_unseal")
+    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+    manifest, blob, files = tmp_path / "m.json", tmp_path / "blob.json", tmp_path / "tpm2"
+    ok(vtpmctl(doms0, "predict", "--kernel", kernel, "--initrd", initrd, "--cmdline",
+               SAMPLE_CMDLINE, "--manifest-out", manifest))
+    ok(vtpmctl(doms0, "seal", "dom1", "--in", tmp_path / "secret", "--out", blob,
+               "--policy", f"manifest:{manifest}", "--tpm2-files", files))
+    ok(build(doms0, "dom1", kernel, initrd))
+    front = AttachProcess(doms0, "dom1").start()
+    try:
+        env = {**os.environ, "TPM2TOOLS_TCTI": front.tcti}
+
+        def tool(*args: str) -> subprocess.CompletedProcess[bytes]:
+            result = subprocess.run(args, cwd=files, env=env, capture_output=True,
+                                    timeout=60)
+            subprocess.run(["tpm2_flushcontext", "-t"], env=env, capture_output=True,
+                           timeout=60)
+            return result
+
+        loaded = tool("tpm2_load", "-C", "0x81000001", "-u", "seal.pub", "-r", "seal.priv",
+                      "-c", "seal.ctx")
+        assert loaded.returncode == 0, loaded.stderr
+        opened = tool("tpm2_unseal", "-c", "seal.ctx", "-p", "pcr:sha256:8,9")
+        assert opened.returncode == 0, opened.stderr
+        assert opened.stdout == SECRET
+        # While the domain runs, the operator's unseal borrows its lease.
+        assert unsealed(doms0, "dom1", blob, tmp_path / "out") == SECRET
+    finally:
+        front.stop()
+    assert (files / "seal.pem").read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")
+
+
+def test_wrong_auth_value_is_permission_denied(start_doms0: DomS0Factory,
+                                               tmp_path: Path) -> None:
+    doms0, _, _ = setup(start_doms0, tmp_path)
+    blob, out = tmp_path / "blob.json", tmp_path / "out"
+    (tmp_path / "auth").write_bytes(b"correct horse")
+    (tmp_path / "wrong").write_bytes(b"battery staple")
+    ok(vtpmctl(doms0, "seal", "dom1", "--in", tmp_path / "secret", "--out", blob,
+               "--policy", "current", "--auth-file", tmp_path / "auth"))
+    assert unsealed(doms0, "dom1", blob, out, "--auth-file", tmp_path / "auth") == SECRET
+    refused(unseal(doms0, "dom1", blob, "--auth-file", tmp_path / "wrong"),
+            "PERMISSION_DENIED", "auth")
+    refused(unseal(doms0, "dom1", blob), "PERMISSION_DENIED", "needs an auth value")
+    assert unsealed(doms0, "dom1", blob, out, "--auth-file", tmp_path / "auth") == SECRET
+    log = doms0.log()
+    assert "method" in log and "Unseal" in log
+    for word in ("disk key", "correct horse", "battery staple", SECRET.hex()):
+        assert word not in log          # neither the secret nor an auth value is logged
