@@ -12,6 +12,7 @@ maps them onto status codes (:func:`domS0.rpc.attestation.sealing_status`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,14 +24,18 @@ from vtpm_manager.instance import Instance
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import Execute
 from vtpm_manager.sealing import (
+    ImportBlob,
+    ImportRefused,
     SealedBlob,
     SealedFormatError,
     SealingError,
     SealPolicy,
     SignedPolicy,
+    import_and_unseal,
     seal,
     unseal,
 )
+from vtpm_manager.sealing.importblob import IMPORT_BLOB_KIND
 
 SEAL_HOLDER = "a DomS0 seal"
 T = TypeVar("T")
@@ -70,6 +75,11 @@ class Sealer:
 
     def unseal(self, ref: str, blob_json: str, signed_policy_json: str = "",
                auth: bytes | None = None) -> bytes:
+        """Unseal a blob from :meth:`seal`, or an import blob an offline sealer made for
+        this vTPM's EK (``vtpmctl seal --ek``): those carry ``"kind": "vtpm-import-blob"``
+        and are TPM2_Import-ed under the recreated EK first."""
+        if is_import_blob(blob_json):
+            return self._unseal_import(ref, blob_json, signed_policy_json, auth)
         try:
             blob = SealedBlob.from_json(blob_json)
             signed = SignedPolicy.from_json(signed_policy_json) if signed_policy_json \
@@ -78,3 +88,29 @@ class Sealer:
             raise InvalidArgument(str(exc)) from None
         return self._run(ref, "a DomS0 unseal",
                          lambda ex: unseal(ex, blob, signed_policy=signed, auth=auth))
+
+    def _unseal_import(self, ref: str, blob_json: str, signed_policy_json: str,
+                       auth: bytes | None) -> bytes:
+        if signed_policy_json or auth:
+            raise InvalidArgument("an import blob carries its PCR policy and no auth value; "
+                                  "give neither --signed-policy nor --auth-file")
+        try:
+            blob = ImportBlob.from_json(blob_json)
+        except SealingError as exc:
+            raise InvalidArgument(str(exc)) from None
+        name = self._manager.get(ref).record.name
+        try:
+            return self._run(ref, "a DomS0 unseal", lambda ex: import_and_unseal(ex, blob))
+        except ImportRefused as exc:
+            raise FailedPrecondition(
+                f"this blob was made for another vTPM's EK (EK name {blob.ek_name.hex()}), "
+                f"not {name}'s: {exc}") from None
+
+
+def is_import_blob(blob_json: str) -> bool:
+    """Whether ``blob_json`` is an offline import blob (kind ``vtpm-import-blob``)."""
+    try:
+        document = json.loads(blob_json)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("kind") == IMPORT_BLOB_KIND

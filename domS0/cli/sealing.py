@@ -11,6 +11,12 @@
   ``vtpmctl policy sign`` signs with its private key unseals it; a kernel update needs a
   new signature, not a re-seal.
 
+Offline: ``vtpmctl seal --ek EK.pem --policy manifest:M.json[:PCRS] --in F --out BLOB``
+(no DOMAIN) talks to no DomS0: it makes an import blob (TPM2_Duplicate/Import style,
+:func:`vtpm_manager.sealing.create_import_blob`) that only the vTPM with that EK can load;
+``--ek`` takes the EK's PEM public key or its certificate (``vtpmctl certs``), and
+``--ek-template`` defaults from the key type. ``vtpmctl unseal DOMAIN --in BLOB`` sends it.
+
 ``--auth-file F`` adds PolicyAuthValue with F's bytes, exactly as stored (no newline is
 stripped); wrong values count towards the vTPM's dictionary-attack lockout.
 """
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -32,8 +39,14 @@ from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from measure.errors import MeasureError
 from measure.manifest import Manifest
 from vtpm_manager.attestation.quote import Selection, parse_selection
-from vtpm_manager.sealing import SealedBlob, SealingError, sign_policy
-from vtpm_manager.sealing.policy import PcrValues, public_key_pem
+from vtpm_manager.sealing import (
+    PcrPolicy,
+    SealedBlob,
+    SealingError,
+    create_import_blob,
+    sign_policy,
+)
+from vtpm_manager.sealing.policy import PcrValues, policy_pcr_digest, public_key_pem
 
 from .errors import RPC_TIMEOUT, CliError
 
@@ -99,7 +112,58 @@ def _auth(args: argparse.Namespace) -> bytes | None:
     return _read(args.auth_file, "auth file") if args.auth_file else None
 
 
+EK_TEMPLATES = ("rsa2048", "ecc-nist-p256")
+
+
+def ek_public_pem(data: bytes, path: str) -> tuple[str, str]:
+    """The EK's PEM public key from a PEM public key or certificate at ``path``, and the
+    EK template its key type implies."""
+    key: object
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            key = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise CliError(f"{path}: not a PEM public key or certificate ({exc})") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return public_key_pem(key), "rsa2048"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return public_key_pem(key), "ecc-nist-p256"
+    raise CliError(f"{path}: an EK is an RSA or ECC key")
+
+
+def cmd_seal_offline(args: argparse.Namespace) -> int:
+    """``vtpmctl seal --ek``: an import blob for one vTPM's EK, made here, offline."""
+    if args.name:
+        raise CliError("give either DOMAIN or --ek: --ek seals offline, for that EK")
+    if args.auth_file or args.tpm2_files:
+        raise CliError("--auth-file and --tpm2-files do not apply to an offline (--ek) seal")
+    kind, _, rest = args.policy.partition(":")
+    if kind != "manifest" or not rest:
+        raise CliError(f"--policy {args.policy!r}: an offline seal takes "
+                       "manifest:M.json[:PCRS] (the values must be known without the vTPM)")
+    match = _WITH_PCRS.fullmatch(rest)
+    assert match is not None
+    selection, values = manifest_values(match["path"], match["pcrs"] or MANIFEST_PCRS)
+    pem, template = ek_public_pem(_read(args.ek, "EK"), args.ek)
+    secret = _read(args.input, "secret")
+    try:
+        blob = create_import_blob(pem, secret, policy_pcr_digest(selection, values),
+                                  ek_template=args.ek_template or template,
+                                  policy=PcrPolicy(selection, values))
+    except (SealingError, ValueError) as exc:
+        raise CliError(f"cannot seal to {args.ek}: {exc}") from None
+    Path(args.out).write_text(blob.to_json())
+    print(f"sealed {len(secret)} bytes offline to the EK in {args.ek} "
+          f"({args.ek_template or template}, EK name {blob.ek_name.hex()}) and "
+          f"{args.policy}: {args.out}")
+    return 0
+
+
 def cmd_seal(args: argparse.Namespace, channel: grpc.Channel) -> None:
+    if not args.name:
+        raise CliError("give the vTPM (DOMAIN), or --ek EK.pem to seal offline")
     secret = _read(args.input, "secret")
     request = pb.SealRequest(vtpm=args.name, secret=secret, auth=_auth(args),
                              **_policy_fields(args.policy))
@@ -164,8 +228,13 @@ def cmd_policy(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: Any) -> None:
-    p = sub.add_parser("seal", help="seal a secret in a vTPM to a PCR or signed policy")
-    p.add_argument("name", help="vTPM name or UUID")
+    p = sub.add_parser("seal", help="seal a secret in a vTPM to a PCR or signed policy, "
+                       "or offline to a vTPM's EK (--ek)")
+    p.add_argument("name", nargs="?", help="vTPM name or UUID (omit with --ek)")
+    p.add_argument("--ek", metavar="EK.pem", help="seal offline, without DomS0, to this EK "
+                   "(PEM public key or certificate, e.g. from vtpmctl certs): an import blob")
+    p.add_argument("--ek-template", choices=EK_TEMPLATES,
+                   help="the EK's TCG template (default: from the key type)")
     p.add_argument("--in", dest="input", required=True, metavar="FILE",
                    help="the secret (1-128 bytes)")
     p.add_argument("--out", required=True, metavar="BLOB", help="write the sealed blob")

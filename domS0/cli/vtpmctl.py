@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "seal" and args.ek:      # offline: an import blob, no DomS0
+        try:
+            return sealing.cmd_seal_offline(args)
+        except CliError as exc:
+            print(f"vtpmctl: {exc}", file=sys.stderr)
+            return exc.code
     if args.command in LOCAL_COMMANDS:
         try:
             return LOCAL_COMMANDS[args.command](args)

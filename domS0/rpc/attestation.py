@@ -29,6 +29,7 @@ from vtpm_manager.errors import InvalidArgument
 from vtpm_manager.sealing import (
     AuthorizedPolicy,
     AuthRefused,
+    ImportRefused,
     LockedOut,
     PcrPolicy,
     PcrValues,
@@ -120,6 +121,9 @@ def sealing_status(exc: SealingError) -> tuple[grpc.StatusCode, str]:
     if isinstance(exc, LockedOut):
         return (grpc.StatusCode.FAILED_PRECONDITION,
                 f"locked out (dictionary-attack protection): {exc}")
+    if isinstance(exc, ImportRefused):
+        return (grpc.StatusCode.FAILED_PRECONDITION,
+                f"this blob was made for another vTPM's EK: {exc}")
     if isinstance(exc, AuthRefused):
         return grpc.StatusCode.PERMISSION_DENIED, f"auth refused: {exc}"
     return grpc.StatusCode.FAILED_PRECONDITION, f"sealing failed: {exc}"

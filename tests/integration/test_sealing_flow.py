@@ -163,3 +163,72 @@ def test_wrong_auth_value_is_permission_denied(start_doms0: DomS0Factory,
     assert "method" in log and "Unseal" in log
     for word in ("disk key", "correct horse", "battery staple", SECRET.hex()):
         assert word not in log          # neither the secret nor an auth value is logged
+
+
+def rsa_ek_certificate(folder: Path) -> Path:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    for path in sorted(folder.glob("ek-*.pem")):
+        if isinstance(x509.load_pem_x509_certificate(path.read_bytes()).public_key(),
+                      rsa.RSAPublicKey):
+            return path
+    raise AssertionError(f"no RSA EK certificate in {sorted(folder.iterdir())}")
+
+
+def test_offline_import_blob_unseals_only_in_its_vtpm(start_doms0: DomS0Factory,
+                                                       tmp_path: Path) -> None:
+    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+    ok(vtpmctl(doms0, "create", "dom2", "--engine", "swtpm"))
+    certs, manifest = tmp_path / "certs", tmp_path / "m.json"
+    blob, out = tmp_path / "import.json", tmp_path / "out"
+    # The EK certificates are read from the vTPM's NV once it is started: boot it once
+    # with another cmdline, so the manifest's PCRs are not the current ones.
+    ok(build(doms0, "dom1", kernel, initrd, cmdline=SAMPLE_CMDLINE + " single"))
+    ok(vtpmctl(doms0, "certs", "dom1", "--out", certs))
+    ok(vtpmctl(doms0, "predict", "--kernel", kernel, "--initrd", initrd, "--cmdline",
+               SAMPLE_CMDLINE, "--manifest-out", manifest))
+    # The remote sealer has only the EK certificate and the manifest: no DomS0 at all.
+    offline = subprocess.run(
+        [sys.executable, "-m", "domS0.cli.vtpmctl", "--server", "unix:/nonexistent",
+         "--token-file", "/nonexistent", "seal", "--ek", str(rsa_ek_certificate(certs)),
+         "--policy", f"manifest:{manifest}", "--in", str(tmp_path / "secret"),
+         "--out", str(blob)], capture_output=True, text=True, timeout=60)
+    assert offline.returncode == 0, offline.stderr
+    assert '"kind": "vtpm-import-blob"' in blob.read_text()
+
+    refused(unseal(doms0, "dom1", blob), "FAILED_PRECONDITION", "policy refused")
+    ok(build(doms0, "dom1", kernel, initrd))
+    assert unsealed(doms0, "dom1", blob, out) == SECRET
+    ok(build(doms0, "dom2", kernel, initrd))          # same PCRs, another EK
+    refused(unseal(doms0, "dom2", blob), "FAILED_PRECONDITION",
+            "this blob was made for another vTPM's EK")
+
+
+def test_wrong_auth_values_lock_the_sealed_object_out(start_doms0: DomS0Factory,
+                                                      tmp_path: Path) -> None:
+    require_tool("tpm2_dictionarylockout")
+    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+    ok(build(doms0, "dom1", kernel, initrd))
+    # The domain (its owner, with the lockout hierarchy's auth) sets the TPM's own DA
+    # parameters: 3 tries, 100 s recovery, 100 s lockout-auth recovery.
+    front = AttachProcess(doms0, "dom1").start()
+    try:
+        env = {**os.environ, "TPM2TOOLS_TCTI": front.tcti}
+        setup_da = subprocess.run(["tpm2_dictionarylockout", "-s", "-n", "3", "-t", "100",
+                                   "-l", "100"], env=env, capture_output=True, timeout=60)
+        assert setup_da.returncode == 0, setup_da.stderr
+    finally:
+        front.stop()
+
+    blob, out = tmp_path / "blob.json", tmp_path / "out"
+    (tmp_path / "auth").write_bytes(b"correct horse")
+    (tmp_path / "wrong").write_bytes(b"battery staple")
+    ok(vtpmctl(doms0, "seal", "dom1", "--in", tmp_path / "secret", "--out", blob,
+               "--policy", "current", "--auth-file", tmp_path / "auth"))
+    assert unsealed(doms0, "dom1", blob, out, "--auth-file", tmp_path / "auth") == SECRET
+    for _ in range(3):
+        refused(unseal(doms0, "dom1", blob, "--auth-file", tmp_path / "wrong"),
+                "PERMISSION_DENIED", "auth refused")
+    refused(unseal(doms0, "dom1", blob, "--auth-file", tmp_path / "auth"),
+            "FAILED_PRECONDITION", "locked out")
