@@ -84,7 +84,7 @@ from ..manufacture import EK_KINDS, Execute, esapi_over
 from .errors import PolicyRefused, SealedFormatError, SealingError
 from .policy import (
     PcrPolicy,
-    _load_versioned,
+    load_versioned,
     ordered_values,
     policy_pcr_digest,
     values_from_json,
@@ -146,7 +146,7 @@ class ImportBlob:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ImportBlob:
-        doc = _load_versioned(text, IMPORT_BLOB_KIND, IMPORT_BLOB_VERSION)
+        doc = load_versioned(text, IMPORT_BLOB_KIND, IMPORT_BLOB_VERSION)
         try:
             spec = doc["policy"]
             policy = None

@@ -203,7 +203,7 @@ class SignedPolicy:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SignedPolicy:
-        doc = _load_versioned(text, "signed-pcr-policy", SIGNED_POLICY_VERSION)
+        doc = load_versioned(text, "signed-pcr-policy", SIGNED_POLICY_VERSION)
         try:
             return cls(parse_selection(doc["selection"]), values_from_json(doc["values"]),
                        bytes.fromhex(doc["policy_digest"]), bytes.fromhex(doc["key_name"]),
@@ -246,7 +246,9 @@ def values_from_json(doc: Any) -> PcrValues:
             for bank, pcrs in doc.items()}
 
 
-def _load_versioned(text: str | bytes, kind: str, version: int) -> dict[str, Any]:
+def load_versioned(text: str | bytes, kind: str, version: int) -> dict[str, Any]:
+    """A sealing document (blob, signed policy, import blob) of exactly this kind and
+    version; anything else is refused with SealedFormatError, never misread."""
     try:
         doc = json.loads(text)
     except ValueError as exc:

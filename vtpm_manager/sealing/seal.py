@@ -55,10 +55,10 @@ from .policy import (
     PcrValues,
     SealPolicy,
     SignedPolicy,
-    _load_versioned,
     approval_key_name,
     approval_public,
     load_public_key_pem,
+    load_versioned,
     ordered_values,
     policy_auth_value_digest,
     policy_authorize_digest,
@@ -114,7 +114,7 @@ class SealedBlob:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SealedBlob:
-        doc = _load_versioned(text, "vtpm-sealed", BLOB_VERSION)
+        doc = load_versioned(text, "vtpm-sealed", BLOB_VERSION)
         try:
             key = TpmKey.from_pem(doc["tss2_pem"])
             spec = doc["policy"]
