@@ -4,13 +4,16 @@ policies, with auth values under dictionary-attack protection, and the TSS2 PEM 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from tpm2_pytss.constants import ESYS_TR, TPM2_SU
+from tpm2_pytss import TSS2_Exception
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_SE, TPM2_SU
 from tpm2_pytss.tsskey import TSSPrivKey
+from tpm2_pytss.types import TPML_PCR_SELECTION, TPMT_SYM_DEF
 
 from vtpm_manager.engines.swtpm import SwtpmEngine
 from vtpm_manager.manufacture import Execute, esapi_over
@@ -72,6 +75,7 @@ def test_current_pcrs_seal_and_unseal(execute: Execute) -> None:
     with pytest.raises(PolicyRefused) as refused:
         unseal(execute, again)
     assert refused.value.differing == ("sha256:8",)
+    assert refused.value.rc == 0x09D and "TPM_RC_POLICY_FAIL" in str(refused.value)
 
 
 def test_predicted_values_unseal_after_the_same_boot_only(execute: Execute) -> None:
@@ -94,21 +98,40 @@ def test_the_srk_is_created_once_and_reused(execute: Execute) -> None:
     assert unseal(execute, first) == unseal(execute, second) == SECRET
 
 
-def test_the_blob_is_a_tss2_pem_with_the_sealed_data_oid(execute: Execute) -> None:
+def test_tpm2_pytss_loads_our_tss2_pem_and_unseals_it(execute: Execute) -> None:
+    extend(execute, 8, b"cmdline")
     blob = seal(execute, SECRET, PcrPolicy(SELECTION))
-    pem = blob.key.to_pem()
+    pem = SealedBlob.from_json(blob.to_json()).key.to_pem()
     assert pem.startswith(b"-----BEGIN TSS2 PRIVATE KEY-----\n")
     parsed = TpmKey.from_pem(pem)
-    assert parsed == blob.key and parsed.type_oid == OID_SEALED_DATA and parsed.empty_auth
-    # tpm2-pytss reads only loadable keys: it parses our structure up to the type ...
-    with pytest.raises(TypeError, match="unsupported key type"):
-        TSSPrivKey.from_pem(pem)
-    # ... and, as a loadable key, the rest of it field by field.
-    loadable = TpmKey(OID_LOADABLE_KEY, True, SRK_HANDLE, blob.public, blob.private)
-    theirs = TSSPrivKey.from_pem(loadable.to_pem())
+    assert parsed == blob.key and parsed.type_oid == OID_LOADABLE_KEY and parsed.empty_auth
+    theirs = TSSPrivKey.from_pem(pem)
     assert theirs.parent == SRK_HANDLE and theirs.empty_auth
-    assert bytes(theirs.public.marshal()) == blob.public
-    assert bytes(theirs.private.marshal()) == blob.private
+    with esapi_over(execute) as esapi:
+        handle = theirs.load(esapi)               # under the persistent SRK it names
+        session = esapi.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY,
+                                           TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                                           TPM2_ALG.SHA256)
+        esapi.policy_pcr(session, b"", TPML_PCR_SELECTION.parse(SELECTION))
+        assert bytes(esapi.unseal(handle, session1=session)) == SECRET
+        esapi.flush_context(session)
+        esapi.pcr_event(ESYS_TR.PCR8, b"another cmdline")
+        session = esapi.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY,
+                                           TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                                           TPM2_ALG.SHA256)
+        esapi.policy_pcr(session, b"", TPML_PCR_SELECTION.parse(SELECTION))
+        with pytest.raises(TSS2_Exception) as refused:
+            esapi.unseal(handle, session1=session)
+        assert refused.value.error == TPM2_RC.POLICY_FAIL
+
+
+def test_a_pem_with_the_sealed_data_oid_is_read_too(execute: Execute) -> None:
+    blob = seal(execute, SECRET, PcrPolicy(SELECTION))
+    kernel_style = TpmKey(OID_SEALED_DATA, True, SRK_HANDLE, blob.public, blob.private)
+    assert TpmKey.from_pem(kernel_style.to_pem()).type_oid == OID_SEALED_DATA
+    doc = json.loads(blob.to_json())
+    doc["tss2_pem"] = kernel_style.to_pem().decode()
+    assert unseal(execute, SealedBlob.from_json(json.dumps(doc))) == SECRET
 
 
 def test_authorized_policy_follows_signatures_not_pcrs(execute: Execute) -> None:

@@ -4,7 +4,7 @@ a manifest, and to signed PCR policies (PolicyAuthorize) that survive kernel upd
 - :mod:`.srk` — the standard ECC P-256 SRK, persistent at 0x81000001;
 - :mod:`.policy` — seal policies, their digests in software, signed PCR policies;
 - :mod:`.seal` — TPM2_Create/Unseal through policy sessions, the blob file;
-- :mod:`.tsskey` — the ``TSS2 PRIVATE KEY`` PEM (TPMKey ASN.1, sealed-data OID);
+- :mod:`.tsskey` — the ``TSS2 PRIVATE KEY`` PEM (TPMKey ASN.1, loadable-key OID);
 - :mod:`.importblob` — offline sealing to one vTPM's EK (Duplicate/Import style);
 - :mod:`.errors` — typed refusals.
 

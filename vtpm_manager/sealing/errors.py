@@ -12,7 +12,7 @@ class SealedFormatError(SealingError, ValueError):
 
 
 class PolicyRefused(SealingError):
-    """The TPM refused the policy (TPM_RC_VALUE / TPM_RC_POLICY_FAIL / TPM_RC_SIGNATURE):
+    """The TPM refused the policy (TPM_RC_POLICY_FAIL, TPM_RC_VALUE or TPM_RC_SIGNATURE):
     the PCRs are not in the sealed (or signed) state, or the signature is not the approval
     key's. ``differing`` names the PCRs whose values differ, as ``"bank:pcr"``, when known."""
 

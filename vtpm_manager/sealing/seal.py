@@ -15,8 +15,8 @@ The blob file (``SealedBlob.to_json``) is one versioned JSON document::
      "tss2_pem": "-----BEGIN TSS2 PRIVATE KEY-----..."}
 
 One file, so the object and the policy that opens it cannot be separated; the embedded
-PEM (sealed-data OID, parent 0x81000001) is what other TSS2 tools take, and
-``SealedBlob.public``/``private`` are the TPM2B files ``tpm2_load -u/-r`` take.
+PEM (parent 0x81000001; see :mod:`.tsskey` for its type OID) is what other TSS2 tools
+take, and ``SealedBlob.public``/``private`` are the TPM2B files ``tpm2_load -u/-r`` take.
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ from .policy import (
     approval_public,
     load_public_key_pem,
     load_versioned,
-    ordered_values,
     policy_auth_value_digest,
     policy_authorize_digest,
     policy_pcr_digest,
@@ -68,7 +67,7 @@ from .policy import (
     values_to_json,
 )
 from .srk import SRK_HANDLE, ensure_srk
-from .tsskey import OID_SEALED_DATA, TpmKey
+from .tsskey import OID_LOADABLE_KEY, OID_SEALED_DATA, TpmKey
 
 BLOB_VERSION: Final = 1
 #: MAX_SYM_DATA (Part 2, 10.4.2): the most a sealed data object holds.
@@ -80,7 +79,9 @@ TPM_RC_SIGNATURE: Final = 0x09B
 TPM_RC_POLICY_FAIL: Final = 0x09D
 TPM_RC_BAD_AUTH: Final = 0x0A2
 TPM_RC_LOCKOUT: Final = 0x921
-_POLICY_CODES: Final = {TPM_RC_VALUE, TPM_RC_POLICY_FAIL, TPM_RC_SIGNATURE}
+_RC_NAMES: Final = {TPM_RC_VALUE: "TPM_RC_VALUE", TPM_RC_POLICY_FAIL: "TPM_RC_POLICY_FAIL",
+                    TPM_RC_SIGNATURE: "TPM_RC_SIGNATURE"}
+_POLICY_CODES: Final = frozenset(_RC_NAMES)
 
 
 @dataclass(frozen=True)
@@ -129,8 +130,8 @@ class SealedBlob:
             auth = doc["auth"]
         except (KeyError, TypeError, ValueError) as exc:
             raise SealedFormatError(f"bad sealed blob: {exc}") from None
-        if key.type_oid != OID_SEALED_DATA:
-            raise SealedFormatError(f"TSS2 key of type {key.type_oid}, not sealed data")
+        if key.type_oid not in (OID_LOADABLE_KEY, OID_SEALED_DATA):
+            raise SealedFormatError(f"TSS2 key of type {key.type_oid}, not a loadable object")
         return cls(key, policy, bool(auth))
 
 
@@ -177,7 +178,7 @@ def seal(execute: Execute, secret: bytes, policy: SealPolicy,
             private, public, _, _, _ = esapi.create(srk, sensitive, template)
         except TSS2_Exception as exc:
             raise SealingError(f"TPM2_Create of the sealed object failed: {exc}") from exc
-    key = TpmKey(OID_SEALED_DATA, empty_auth=auth is None, parent=SRK_HANDLE,
+    key = TpmKey(OID_LOADABLE_KEY, empty_auth=auth is None, parent=SRK_HANDLE,
                  public=bytes(public.marshal()), private=bytes(private.marshal()))
     return SealedBlob(key, policy, auth is not None)
 
@@ -203,7 +204,7 @@ def _refusals(esapi: ESAPI, selection: Selection, values: PcrValues | None) -> I
         if rc in _POLICY_CODES:
             differing = _differing(esapi, selection, values) if values is not None else ()
             what = f": PCRs {', '.join(differing)} differ" if differing else ""
-            raise PolicyRefused(f"the vTPM refused the policy (rc {rc:#x}){what}", rc,
+            raise PolicyRefused(f"the vTPM refused the policy ({_RC_NAMES[rc]}){what}", rc,
                                 differing) from exc
         raise SealingError(f"unsealing failed: {exc}") from exc
 
@@ -267,16 +268,17 @@ def _satisfy(esapi: ESAPI, session: ESYS_TR, blob: SealedBlob,
         assert blob.policy.values is not None
         selection, values = blob.policy.selection, blob.policy.values
         with _refusals(esapi, selection, values):
-            # Giving the expected pcrDigest makes a mismatch fail here, with TPM_RC_VALUE.
-            esapi.policy_pcr(session, _pcr_digest(selection, values), to_tpml(selection))
+            # An empty pcrDigest: the TPM takes the PCRs as they are, and a mismatch fails
+            # at TPM2_Unseal with TPM_RC_POLICY_FAIL, as it does for tpm2_unseal.
+            esapi.policy_pcr(session, b"", to_tpml(selection))
         return
     assert signed is not None
     key = blob.policy.approval_public_key
     if not hmac.compare_digest(signed.key_name, approval_key_name(key)):
         raise PolicyRefused("the policy is signed by another key than the blob's approval key")
     with _refusals(esapi, signed.selection, signed.values):
-        esapi.policy_pcr(session, _pcr_digest(signed.selection, signed.values),
-                         to_tpml(signed.selection))
+        # PCRs as they are; a mismatch fails PolicyAuthorize with TPM_RC_POLICY_FAIL.
+        esapi.policy_pcr(session, b"", to_tpml(signed.selection))
         verifier = esapi.load_external(approval_public(key), hierarchy=ESYS_TR.OWNER)
         try:
             a_hash = _sha256(signed.policy_digest + signed.policy_ref)
@@ -286,10 +288,6 @@ def _satisfy(esapi: ESAPI, session: ESYS_TR, blob: SealedBlob,
             esapi.flush_context(verifier)
         esapi.policy_authorize(session, signed.policy_digest, signed.key_name, ticket,
                                signed.policy_ref)
-
-
-def _pcr_digest(selection: Selection, values: PcrValues) -> bytes:
-    return _sha256(b"".join(ordered_values(selection, values)))
 
 
 def _sha256(data: bytes) -> bytes:

@@ -9,8 +9,14 @@ tpm2-openssl, openssl_tpm2_engine and tpm2-pytss' ``tsskey``)::
         pubkey      OCTET STRING,             -- TPM2B_PUBLIC
         privkey     OCTET STRING }            -- TPM2B_PRIVATE
 
-We write only the mandatory fields plus emptyAuth (TRUE when the object has no auth
-value), and read any optional tagged field by skipping it. A tiny DER writer/reader is
+We write the mandatory fields plus emptyAuth (TRUE when the object has no auth value,
+FALSE otherwise: tpm2-pytss requires the field), and read any optional tagged field by
+skipping it.
+
+Type OID. A sealed data object is written as a *loadable* key (…10.1.3), as
+``tpm2_encodeobject`` writes every object: that is the type tpm2-pytss' ``TSSPrivKey``,
+``tpm2_load -r`` and tpm2-tss-engine accept (they refuse 10.1.5, which only the kernel's
+trusted keys read). Both are read here. A tiny DER writer/reader is
 enough: definite lengths, the five universal types above, context tags.
 """
 
@@ -44,8 +50,7 @@ class TpmKey:
 
     def to_der(self) -> bytes:
         fields = _tlv(_OID, _encode_oid(self.type_oid))
-        if self.empty_auth:
-            fields += _tlv(_CONTEXT_0, _tlv(_BOOLEAN, b"\xff"))
+        fields += _tlv(_CONTEXT_0, _tlv(_BOOLEAN, b"\xff" if self.empty_auth else b"\x00"))
         fields += _tlv(_INTEGER, _encode_uint(self.parent))
         fields += _tlv(_OCTET_STRING, self.public) + _tlv(_OCTET_STRING, self.private)
         return _tlv(_SEQUENCE, fields)

@@ -322,10 +322,12 @@ class PredictedPcrPolicy(_message.Message):
     def __init__(self, pcr_selection: _Optional[str] = ..., values: _Optional[_Iterable[_Union[PcrValue, _Mapping]]] = ...) -> None: ...
 
 class AuthorizedPcrPolicy(_message.Message):
-    __slots__ = ("approval_public_key_pem",)
+    __slots__ = ("approval_public_key_pem", "revocable")
     APPROVAL_PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    REVOCABLE_FIELD_NUMBER: _ClassVar[int]
     approval_public_key_pem: str
-    def __init__(self, approval_public_key_pem: _Optional[str] = ...) -> None: ...
+    revocable: bool
+    def __init__(self, approval_public_key_pem: _Optional[str] = ..., revocable: _Optional[bool] = ...) -> None: ...
 
 class SealRequest(_message.Message):
     __slots__ = ("vtpm", "secret", "current", "predicted", "authorized", "auth")
