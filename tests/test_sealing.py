@@ -19,19 +19,25 @@ from vtpm_manager.engines.swtpm import SwtpmEngine
 from vtpm_manager.manufacture import Execute, esapi_over
 from vtpm_manager.sealing import (
     OID_SEALED_DATA,
+    REVOCABLE_REF,
+    REVOCATION_INDEX,
     SRK_HANDLE,
     AuthorizedPolicy,
     AuthRefused,
     LockedOut,
+    NoRevocationCounter,
     PcrPolicy,
     PolicyRefused,
     SealedBlob,
     SignedPolicy,
     TpmKey,
+    raise_counter,
+    read_counter,
     seal,
     sign_policy,
     unseal,
 )
+from vtpm_manager.sealing.revocation import counter_name
 from vtpm_manager.sealing.tsskey import OID_LOADABLE_KEY
 
 SECRET = b"disk key of guest7 \x00\xff"
@@ -153,6 +159,85 @@ def test_authorized_policy_follows_signatures_not_pcrs(execute: Execute) -> None
                          predict({4: [b"new kernel"]}))
     with pytest.raises(PolicyRefused):
         unseal(execute, blob, signed_policy=forged)
+
+
+def test_raising_the_revocation_counter_revokes_older_signed_policies(
+        execute: Execute) -> None:
+    approval = ec.generate_private_key(ec.SECP256R1())
+    with esapi_over(execute) as esapi, pytest.raises(NoRevocationCounter):
+        read_counter(esapi)
+    blob = SealedBlob.from_json(seal(execute, SECRET, AuthorizedPolicy(
+        approval.public_key(), revocable=True)).to_json())
+    assert blob.policy == AuthorizedPolicy(approval.public_key(), revocable=True)
+    with esapi_over(execute) as esapi:
+        assert read_counter(esapi) == 1          # defined and incremented once, by seal
+        nv = esapi.tr_from_tpmpublic(REVOCATION_INDEX)
+        assert bytes(esapi.tr_get_name(nv)) == counter_name()   # the Name we sign over
+    state_a = predict({})
+    v1 = SignedPolicy.from_json(sign_policy(approval, SELECTION, state_a, version=1).to_json())
+    assert (v1.version, v1.revocation_index, v1.policy_ref) == (1, REVOCATION_INDEX,
+                                                                 REVOCABLE_REF)
+    assert unseal(execute, blob, signed_policy=v1) == SECRET
+
+    with esapi_over(execute) as esapi:
+        assert raise_counter(esapi, 2) == 2
+        assert raise_counter(esapi, 1) == 2      # never lowered
+    with pytest.raises(PolicyRefused) as refused:
+        unseal(execute, blob, signed_policy=v1)
+    assert "version 1 is revoked" in str(refused.value)
+    assert "counter is now 2" in str(refused.value) and refused.value.rc == 0x126
+    v2 = sign_policy(approval, SELECTION, state_a, version=2)
+    assert unseal(execute, blob, signed_policy=v2) == SECRET
+    v3 = sign_policy(approval, SELECTION, state_a, version=3)   # versions ahead are valid
+    assert unseal(execute, blob, signed_policy=v3) == SECRET
+
+    extend(execute, 4, b"new kernel")            # a revocable policy still checks PCRs
+    with pytest.raises(PolicyRefused) as refused:
+        unseal(execute, blob, signed_policy=v2)
+    assert refused.value.differing == ("sha256:4",)
+
+
+def test_deleting_the_revocation_counter_does_not_un_revoke(execute: Execute) -> None:
+    approval = ec.generate_private_key(ec.SECP256R1())
+    blob = seal(execute, SECRET, AuthorizedPolicy(approval.public_key(), revocable=True))
+    v3 = sign_policy(approval, SELECTION, predict({}), version=3)
+    with esapi_over(execute) as esapi:
+        assert raise_counter(esapi, 4) == 4
+        # The owner (the guest holds owner auth) deletes the counter; the next revocable
+        # seal defines it again, and a new counter starts above every earlier value.
+        esapi.nv_undefine_space(esapi.tr_from_tpmpublic(REVOCATION_INDEX), ESYS_TR.OWNER)
+    with pytest.raises(PolicyRefused, match="this vTPM has none"):
+        unseal(execute, blob, signed_policy=v3)
+    seal(execute, SECRET, AuthorizedPolicy(approval.public_key(), revocable=True))
+    with esapi_over(execute) as esapi:
+        assert read_counter(esapi) > 4
+    with pytest.raises(PolicyRefused, match="version 3 is revoked"):
+        unseal(execute, blob, signed_policy=v3)
+
+
+def test_revocable_and_plain_signatures_do_not_open_each_others_objects(
+        execute: Execute) -> None:
+    approval = ec.generate_private_key(ec.SECP256R1())
+    revocable = seal(execute, SECRET, AuthorizedPolicy(approval.public_key(), revocable=True))
+    plain = seal(execute, SECRET, AuthorizedPolicy(approval.public_key()))
+    state = predict({})
+    plain_signature = sign_policy(approval, SELECTION, state)
+    versioned = sign_policy(approval, SELECTION, state, version=1)
+    assert unseal(execute, plain, signed_policy=plain_signature) == SECRET
+    assert unseal(execute, revocable, signed_policy=versioned) == SECRET
+    # The TPM refuses at TPM2_Unseal: the session's digest carries the other policyRef.
+    with pytest.raises(PolicyRefused) as refused:
+        unseal(execute, revocable, signed_policy=plain_signature)
+    assert refused.value.rc == 0x09D and "the object is revocable" in str(refused.value)
+    with pytest.raises(PolicyRefused) as refused:
+        unseal(execute, plain, signed_policy=versioned)
+    assert refused.value.rc == 0x09D and "signed policy is revocable" in str(refused.value)
+
+
+def test_revocation_counter_is_refused_without_a_revocable_seal(execute: Execute) -> None:
+    with esapi_over(execute) as esapi, pytest.raises(NoRevocationCounter,
+                                                     match="no revocable seal"):
+        raise_counter(esapi, 2)
 
 
 def test_wrong_auth_values_are_refused_then_locked_out(execute: Execute) -> None:

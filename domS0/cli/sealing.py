@@ -1,4 +1,5 @@
-"""vtpmctl's sealing commands: seal, unseal (through DomS0) and policy sign/keygen (local).
+"""vtpmctl's sealing commands: seal, unseal (through DomS0), policy sign/keygen (local) and
+policy revoke/version (the vTPM's revocation counter, through DomS0's Transmit RPC).
 
 ``--policy`` takes one of:
 
@@ -9,7 +10,10 @@
   secret can be sealed before the domain's first build;
 - ``authorized:APPROVAL_PUB.pem`` — PolicyAuthorize to an approval key: any PCR policy
   ``vtpmctl policy sign`` signs with its private key unseals it; a kernel update needs a
-  new signature, not a re-seal.
+  new signature, not a re-seal. With ``--revocable`` the signatures must also carry a
+  version (``vtpmctl policy sign --version V``) and open the object only while the vTPM's
+  revocation counter is at most V; ``vtpmctl policy revoke DOMAIN --below V`` raises the
+  counter so every signature for a version below V stops working.
 
 Offline: ``vtpmctl seal --ek EK.pem --policy manifest:M.json[:PCRS] --in F --out BLOB``
 (no DOMAIN) talks to no DomS0: it makes an import blob (TPM2_Duplicate/Import style,
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +38,29 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from tpm2_pytss import ESAPI, TSS2_Exception
 
 from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from domS0.client.channel import CredentialError, load_token, open_channel
+from domS0.launch_commands import startup_clear
 from measure.errors import MeasureError
 from measure.manifest import Manifest
 from vtpm_manager.attestation.quote import Selection, parse_selection
+from vtpm_manager.errors import ManagerError
+from vtpm_manager.manufacture import esapi_over
 from vtpm_manager.sealing import (
     PcrPolicy,
     SealedBlob,
     SealingError,
     create_import_blob,
+    raise_counter,
+    read_counter,
     sign_policy,
 )
 from vtpm_manager.sealing.policy import PcrValues, policy_pcr_digest, public_key_pem
 
-from .errors import RPC_TIMEOUT, CliError
+from .errors import EXIT_UNREACHABLE, RPC_TIMEOUT, CliError
 
 CURRENT_PCRS = "sha256:0-9"
 MANIFEST_PCRS = "sha256:8,9"
@@ -86,8 +98,10 @@ def manifest_values(path: str, pcrs: str) -> tuple[Selection, PcrValues]:
     return selection, values
 
 
-def _policy_fields(policy: str) -> dict[str, Any]:
+def _policy_fields(policy: str, revocable: bool = False) -> dict[str, Any]:
     kind, _, rest = policy.partition(":")
+    if revocable and kind != "authorized":
+        raise CliError("--revocable applies to --policy authorized:APPROVAL_PUB.pem only")
     if kind == "current":
         current = rest or CURRENT_PCRS
         _selection(current)
@@ -103,7 +117,8 @@ def _policy_fields(policy: str) -> dict[str, Any]:
                     for bank, numbers in selection for pcr in numbers])}
     if kind == "authorized" and rest:
         pem = _read(rest, "approval public key").decode(errors="replace")
-        return {"authorized": pb.AuthorizedPcrPolicy(approval_public_key_pem=pem)}
+        return {"authorized": pb.AuthorizedPcrPolicy(approval_public_key_pem=pem,
+                                                     revocable=revocable)}
     raise CliError(f"--policy {policy!r}: use current[:PCRS], manifest:M.json[:PCRS] or "
                    "authorized:APPROVAL_PUB.pem")
 
@@ -137,8 +152,9 @@ def cmd_seal_offline(args: argparse.Namespace) -> int:
     """``vtpmctl seal --ek``: an import blob for one vTPM's EK, made here, offline."""
     if args.name:
         raise CliError("give either DOMAIN or --ek: --ek seals offline, for that EK")
-    if args.auth_file or args.tpm2_files:
-        raise CliError("--auth-file and --tpm2-files do not apply to an offline (--ek) seal")
+    if args.auth_file or args.tpm2_files or args.revocable:
+        raise CliError("--auth-file, --tpm2-files and --revocable do not apply to an offline "
+                       "(--ek) seal")
     kind, _, rest = args.policy.partition(":")
     if kind != "manifest" or not rest:
         raise CliError(f"--policy {args.policy!r}: an offline seal takes "
@@ -166,10 +182,14 @@ def cmd_seal(args: argparse.Namespace, channel: grpc.Channel) -> None:
         raise CliError("give the vTPM (DOMAIN), or --ek EK.pem to seal offline")
     secret = _read(args.input, "secret")
     request = pb.SealRequest(vtpm=args.name, secret=secret, auth=_auth(args),
-                             **_policy_fields(args.policy))
+                             **_policy_fields(args.policy, args.revocable))
     reply = pb_grpc.AttestationStub(channel).Seal(request, timeout=RPC_TIMEOUT)
     Path(args.out).write_text(reply.blob_json)
-    print(f"sealed {len(secret)} bytes in {args.name} to {args.policy}: {args.out}")
+    what = f"{args.policy} (revocable)" if args.revocable else args.policy
+    print(f"sealed {len(secret)} bytes in {args.name} to {what}: {args.out}")
+    if args.revocable:
+        print(f"sign policies with --version at least the revocation counter (vtpmctl "
+              f"policy version {args.name})")
     if args.tpm2_files:
         blob = SealedBlob.from_json(reply.blob_json)
         folder = Path(args.tpm2_files)
@@ -197,7 +217,67 @@ def cmd_unseal(args: argparse.Namespace, channel: grpc.Channel) -> None:
         sys.stdout.buffer.flush()
 
 
+class _Transmit:
+    """``execute(command)`` over DomS0's Transmit RPC, for an ESAPI (``esapi_over``).
+    tpm2-tss turns a failure here into a TCTI error code; the gRPC error is kept so that
+    it can be reported as what it was (DomS0 unreachable, vTPM held or stopped)."""
+
+    def __init__(self, channel: grpc.Channel, vtpm: str) -> None:
+        self._stub = pb_grpc.TpmStub(channel)
+        self._vtpm = vtpm
+        self.failure: grpc.RpcError | None = None
+
+    def __call__(self, command: bytes) -> bytes:
+        try:
+            return bytes(self._stub.Transmit(pb.TransmitRequest(vtpm=self._vtpm,
+                                                                command=command),
+                                             timeout=RPC_TIMEOUT).response)
+        except grpc.RpcError as exc:
+            self.failure = exc
+            raise
+
+    def refusal(self, server: str) -> CliError | None:
+        """The CliError for a kept gRPC failure, worded and coded as vtpmctl's others."""
+        exc = self.failure
+        if exc is None:
+            return None
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return CliError(f"cannot reach DomS0 at {server}: {details}", EXIT_UNREACHABLE)
+        return CliError(f"{code.name if code else 'ERROR'}: {details}")
+
+
+def _on_revocation_counter(args: argparse.Namespace, action: Callable[[ESAPI], int]) -> int:
+    """Run ``action(esapi)`` on the vTPM's revocation counter, through DomS0."""
+    try:
+        channel = open_channel(args.server, load_token(args.token_file))
+    except CredentialError as exc:
+        raise CliError(str(exc)) from None
+    link = _Transmit(channel, args.name)
+    try:
+        # A vTPM no domain has started yet needs TPM2_Startup(CLEAR), as DomS0's Seal
+        # sends it (a no-op on a started one).
+        startup_clear(link)
+        with esapi_over(link) as esapi:
+            return action(esapi)
+    except (SealingError, ManagerError, TSS2_Exception, grpc.RpcError) as exc:
+        raise link.refusal(args.server) or CliError(f"{args.name}: {exc}") from None
+    finally:
+        channel.close()
+
+
 def cmd_policy(args: argparse.Namespace) -> int:
+    if args.policy_command in ("revoke", "version"):
+        if args.policy_command == "version":
+            print(_on_revocation_counter(args, read_counter))
+            return 0
+        if args.below < 1:
+            raise CliError("--below takes a version of at least 1")
+        value = _on_revocation_counter(args, lambda esapi: raise_counter(esapi, args.below))
+        print(f"{args.name}: revocation counter {value}; signed policies for versions below "
+              f"{value} are revoked")
+        return 0
     if args.policy_command == "keygen":
         new = ec.generate_private_key(ec.SECP256R1())
         private = Path(args.out)
@@ -218,11 +298,12 @@ def cmd_policy(args: argparse.Namespace) -> int:
         raise CliError(f"{args.key}: approval keys are ECC P-256 or RSA")
     selection, values = manifest_values(args.manifest, args.pcrs)
     try:
-        signed = sign_policy(key, selection, values)
+        signed = sign_policy(key, selection, values, version=args.version)
     except (SealingError, ValueError) as exc:
         raise CliError(str(exc)) from None
     Path(args.out).write_text(signed.to_json())
-    print(f"signed the PCR policy of {args.manifest} ({args.pcrs}, digest "
+    kind = f"revocable, version {args.version}, " if args.version is not None else ""
+    print(f"signed the PCR policy of {args.manifest} ({args.pcrs}, {kind}digest "
           f"{signed.policy_digest.hex()}): {args.out}")
     return 0
 
@@ -242,6 +323,8 @@ def add_parsers(sub: Any) -> None:
                    help=f"current[:PCRS] (default {CURRENT_PCRS}) | manifest:M.json[:PCRS] "
                    f"(default {MANIFEST_PCRS}) | authorized:APPROVAL_PUB.pem")
     p.add_argument("--auth-file", metavar="F", help="also require this auth value")
+    p.add_argument("--revocable", action="store_true", help="with authorized:...: only "
+                   "versioned signatures open it, and vtpmctl policy revoke revokes them")
     p.add_argument("--tpm2-files", metavar="DIR", help="also write seal.pub/seal.priv "
                    "(tpm2_load) and seal.pem (TSS2 PRIVATE KEY) into DIR")
     p = sub.add_parser("unseal", help="unseal a sealed blob in its vTPM")
@@ -251,7 +334,8 @@ def add_parsers(sub: Any) -> None:
                    help="for an authorized blob: a policy from vtpmctl policy sign")
     p.add_argument("--auth-file", metavar="F", help="the auth value the blob was sealed with")
     p.add_argument("--out", metavar="FILE", help="write the secret (default: stdout, raw)")
-    p = sub.add_parser("policy", help="approval keys and signed PCR policies (local)")
+    p = sub.add_parser("policy", help="approval keys and signed PCR policies (local); "
+                       "revoking old ones (through DomS0)")
     policy = p.add_subparsers(dest="policy_command", required=True)
     q = policy.add_parser("keygen", help="create an ECC P-256 approval key")
     q.add_argument("--out", required=True, metavar="APPROVAL.pem")
@@ -261,3 +345,12 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("--manifest", required=True, metavar="M.json")
     q.add_argument("--pcrs", default=MANIFEST_PCRS, help=f"default {MANIFEST_PCRS}")
     q.add_argument("--out", required=True, metavar="SIGNED.json")
+    q.add_argument("--version", type=int, metavar="V", help="a revocable signed policy "
+                   "(for seal --revocable), valid while the revocation counter is <= V")
+    q = policy.add_parser("revoke", help="revoke every signed policy for a version below V "
+                          "(raises the vTPM's revocation counter to V; cannot be undone)")
+    q.add_argument("name", help="vTPM name or UUID")
+    q.add_argument("--below", required=True, type=int, metavar="V")
+    q = policy.add_parser("version", help="print the vTPM's revocation counter: the lowest "
+                          "version a signed policy may carry")
+    q.add_argument("name", help="vTPM name or UUID")

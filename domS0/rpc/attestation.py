@@ -103,7 +103,7 @@ def seal_policy(request: pb.SealRequest) -> SealPolicy:
             return PcrPolicy(parse_selection(request.predicted.pcr_selection), values)
         if kind == "authorized":
             return AuthorizedPolicy(load_public_key_pem(
-                request.authorized.approval_public_key_pem))
+                request.authorized.approval_public_key_pem), request.authorized.revocable)
     except (ValueError, KeyError) as exc:
         raise InvalidArgument(f"bad {kind} policy: {exc}") from None
     raise InvalidArgument("give a policy: current, predicted or authorized")

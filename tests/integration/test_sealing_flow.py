@@ -113,6 +113,41 @@ def test_authorized_secret_follows_signatures_across_a_kernel_update(
             "policy refused")
 
 
+def test_revoking_old_signed_policies_through_vtpmctl(start_doms0: DomS0Factory,
+                                                     tmp_path: Path) -> None:
+    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+    key, pub = tmp_path / "approval.pem", tmp_path / "approval.pub.pem"
+    ok(vtpmctl(doms0, "policy", "keygen", "--out", key, "--pub-out", pub))
+    refused_locally = vtpmctl(doms0, "policy", "revoke", "dom1", "--below", "2")
+    assert refused_locally.returncode == 1
+    assert "no revocable seal in this vTPM" in refused_locally.stderr
+    blob, out = tmp_path / "blob.json", tmp_path / "out"
+    ok(vtpmctl(doms0, "seal", "dom1", "--in", tmp_path / "secret", "--out", blob,
+               "--policy", f"authorized:{pub}", "--revocable"))
+    assert ok(vtpmctl(doms0, "policy", "version", "dom1")).strip() == "1"
+
+    manifest, v1, v2 = tmp_path / "m.json", tmp_path / "v1.json", tmp_path / "v2.json"
+    ok(build(doms0, "dom1", kernel, initrd, "--manifest-out", manifest))
+    ok(vtpmctl(doms0, "policy", "sign", "--key", key, "--manifest", manifest,
+               "--version", "1", "--out", v1))
+    assert unsealed(doms0, "dom1", blob, out, "--signed-policy", v1) == SECRET
+
+    assert "revocation counter 2" in ok(vtpmctl(doms0, "policy", "revoke", "dom1",
+                                                "--below", "2"))
+    assert ok(vtpmctl(doms0, "policy", "version", "dom1")).strip() == "2"
+    refused(unseal(doms0, "dom1", blob, "--signed-policy", v1), "FAILED_PRECONDITION",
+            "policy refused", "version 1 is revoked", "counter is now 2")
+    ok(vtpmctl(doms0, "policy", "sign", "--key", key, "--manifest", manifest,
+               "--version", "2", "--out", v2))
+    assert unsealed(doms0, "dom1", blob, out, "--signed-policy", v2) == SECRET
+
+    # A signature without a version (empty policyRef) does not open the revocable blob.
+    plain = tmp_path / "plain.json"
+    ok(vtpmctl(doms0, "policy", "sign", "--key", key, "--manifest", manifest, "--out", plain))
+    refused(unseal(doms0, "dom1", blob, "--signed-policy", plain), "FAILED_PRECONDITION",
+            "policy refused", "the object is revocable")
+
+
 def test_tpm2_unseal_inside_the_domain(start_doms0: DomS0Factory, tmp_path: Path) -> None:
     require_tool("tpm2_unseal")
     doms0, kernel, initrd = setup(start_doms0, tmp_path)

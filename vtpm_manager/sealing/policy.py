@@ -13,6 +13,10 @@ sealed to PCR values the TPM does not hold yet (predicted from a manifest):
   systemd-measure's signed PCR policy: re-sign, do not re-seal, when a kernel changes.
 - PolicyAuthValue (Part 3, 23.18): ``H(d ‖ TPM_CC_PolicyAuthValue)``; the object's authValue
   then keys the session HMAC, and wrong values count towards dictionary-attack lockout.
+- PolicyNV (Part 3, 23.9): ``H(d ‖ TPM_CC_PolicyNV ‖ H(operandB ‖ offset ‖ operation) ‖
+  nvIndex.Name)``. A *revocable* signed policy is PolicyPCR then PolicyNV(revocation
+  counter ≤ version, TPM_EO_UNSIGNED_LE), approved under policyRef :data:`REVOCABLE_REF`
+  (see :mod:`.revocation`).
 """
 
 from __future__ import annotations
@@ -47,10 +51,18 @@ from tpm2_pytss.types import (
 
 from ..attestation.quote import BANKS, Selection, format_selection, parse_selection, to_tpml
 from .errors import SealedFormatError
+from .revocation import COUNTER_SIZE, REVOCATION_INDEX, counter_name
 
 TPM_CC_POLICY_PCR: Final = 0x0000017F
 TPM_CC_POLICY_AUTHORIZE: Final = 0x0000016A
 TPM_CC_POLICY_AUTH_VALUE: Final = 0x0000016B
+TPM_CC_POLICY_NV: Final = 0x00000149
+#: TPM_EO_UNSIGNED_LE (Part 2, 6.8): PolicyNV passes while NV contents ≤ operandB.
+TPM_EO_UNSIGNED_LE: Final = 0x0009
+#: The policyRef of revocable seals and signatures. PolicyAuthorize hashes policyRef into
+#: both the object's authPolicy and the signed aHash, so a signature made for one kind
+#: (empty policyRef: PCRs only) never opens an object sealed as the other kind.
+REVOCABLE_REF: Final = b"vtpm-stack revocable v1"
 #: The policy session hash, and so the sealed object's nameAlg.
 POLICY_HASH: Final = "sha256"
 ZERO_DIGEST: Final = bytes(32)
@@ -105,6 +117,28 @@ def policy_authorize_digest(key_name: bytes, policy_ref: bytes = b"") -> bytes:
 
 def policy_auth_value_digest(previous: bytes) -> bytes:
     return _h(previous, struct.pack(">I", TPM_CC_POLICY_AUTH_VALUE))
+
+
+def policy_nv_digest(previous: bytes, nv_name: bytes, operand_b: bytes, offset: int,
+                     operation: int) -> bytes:
+    """policyDigest after TPM2_PolicyNV on the index named ``nv_name``."""
+    args = _h(operand_b, struct.pack(">HH", offset, operation))
+    return _h(previous, struct.pack(">I", TPM_CC_POLICY_NV), args, nv_name)
+
+
+def version_operand(version: int) -> bytes:
+    """A policy version as PolicyNV's operandB: the counter's own UINT64 encoding."""
+    if not 0 <= version < 1 << (8 * COUNTER_SIZE):
+        raise ValueError(f"a policy version is 0 to 2^64-1, not {version}")
+    return version.to_bytes(COUNTER_SIZE, "big")
+
+
+def revocable_policy_digest(selection: Selection, values: PcrValues, version: int,
+                            index: int = REVOCATION_INDEX) -> bytes:
+    """The approved policy of a revocable signature: PolicyPCR(values), then PolicyNV
+    (counter at ``index`` ≤ ``version``)."""
+    return policy_nv_digest(policy_pcr_digest(selection, values), counter_name(index),
+                            version_operand(version), 0, TPM_EO_UNSIGNED_LE)
 
 
 # -- the approval key as the TPM sees it ---------------------------------------------------
@@ -171,9 +205,16 @@ class PcrPolicy:
 
 @dataclass(frozen=True)
 class AuthorizedPolicy:
-    """PolicyAuthorize(approval key, empty policyRef): any PCR policy the key signs."""
+    """PolicyAuthorize(approval key, empty policyRef): any PCR policy the key signs.
+    ``revocable``: policyRef :data:`REVOCABLE_REF` instead, and only signatures that also
+    check the vTPM's revocation counter (``sign_policy(..., version=V)``) open it."""
 
     approval_public_key: ApprovalPublicKey
+    revocable: bool = False
+
+    @property
+    def policy_ref(self) -> bytes:
+        return REVOCABLE_REF if self.revocable else b""
 
 
 SealPolicy = PcrPolicy | AuthorizedPolicy
@@ -181,9 +222,14 @@ SealPolicy = PcrPolicy | AuthorizedPolicy
 
 @dataclass(frozen=True)
 class SignedPolicy:
-    """An approved PolicyPCR digest and the approval key's signature over
+    """An approved policy digest and the approval key's signature over
     ``H(approvedPolicy ‖ policyRef)``, like systemd-measure's ``--json`` output. ``values``
-    are kept so that a refusal can name the PCRs that differ."""
+    are kept so that a refusal can name the PCRs that differ.
+
+    Revocable (``version`` and ``revocation_index`` set, policyRef :data:`REVOCABLE_REF`):
+    the approved policy is PolicyPCR then PolicyNV(counter at ``revocation_index`` ≤
+    ``version``). In the JSON these are an optional ``"revocation"`` member, so the
+    document keeps version 1 and a non-revocable one is written exactly as before."""
 
     selection: Selection
     values: PcrValues
@@ -191,34 +237,64 @@ class SignedPolicy:
     key_name: bytes
     signature: bytes            # marshalled TPMT_SIGNATURE
     policy_ref: bytes = field(default=b"")
+    revocation_index: int | None = None
+    version: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.revocation_index is None) != (self.version is None):
+            raise ValueError("a revocable signed policy names both its NV index and version")
+        if self.version is not None:
+            version_operand(self.version)
+
+    @property
+    def revocable(self) -> bool:
+        return self.version is not None
 
     def to_json(self) -> str:
-        return json.dumps({
+        doc: dict[str, Any] = {
             "version": SIGNED_POLICY_VERSION, "kind": "signed-pcr-policy",
             "selection": format_selection(self.selection),
             "values": values_to_json(self.values),
             "policy_digest": self.policy_digest.hex(), "policy_ref": self.policy_ref.hex(),
             "key_name": self.key_name.hex(), "signature": self.signature.hex(),
-        }, indent=2)
+        }
+        if self.revocation_index is not None:
+            doc["revocation"] = {"nv_index": f"{self.revocation_index:#010x}",
+                                 "version": self.version}
+        return json.dumps(doc, indent=2)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> SignedPolicy:
         doc = load_versioned(text, "signed-pcr-policy", SIGNED_POLICY_VERSION)
         try:
+            index = version = None
+            if "revocation" in doc:
+                index = int(doc["revocation"]["nv_index"], 16)
+                version = doc["revocation"]["version"]
+                if not isinstance(version, int) or isinstance(version, bool):
+                    raise ValueError(f"revocation version {version!r} is not an integer")
             return cls(parse_selection(doc["selection"]), values_from_json(doc["values"]),
                        bytes.fromhex(doc["policy_digest"]), bytes.fromhex(doc["key_name"]),
-                       bytes.fromhex(doc["signature"]), bytes.fromhex(doc["policy_ref"]))
+                       bytes.fromhex(doc["signature"]), bytes.fromhex(doc["policy_ref"]),
+                       index, version)
         except (KeyError, TypeError, ValueError) as exc:
             raise SealedFormatError(f"bad signed policy: {exc}") from None
 
 
 def sign_policy(approval_private_key: ApprovalPrivateKey, selection: Selection | str,
-                values: PcrValues) -> SignedPolicy:
+                values: PcrValues, *, version: int | None = None,
+                revocation_index: int = REVOCATION_INDEX) -> SignedPolicy:
     """Approve the PCR state ``values`` for objects sealed to
-    ``AuthorizedPolicy(approval_private_key.public_key())``."""
+    ``AuthorizedPolicy(approval_private_key.public_key())``; with ``version``, for objects
+    sealed to ``AuthorizedPolicy(..., revocable=True)`` while the vTPM's revocation counter
+    is at most ``version``."""
     selection = as_selection(selection)
-    digest = policy_pcr_digest(selection, values)
-    a_hash = _h(digest, b"")
+    if version is None:
+        digest, policy_ref = policy_pcr_digest(selection, values), b""
+    else:
+        digest = revocable_policy_digest(selection, values, version, revocation_index)
+        policy_ref = REVOCABLE_REF
+    a_hash = _h(digest, policy_ref)
     if isinstance(approval_private_key, ec.EllipticCurvePrivateKey):
         r, s = decode_dss_signature(
             approval_private_key.sign(a_hash, ec.ECDSA(Prehashed(hashes.SHA256()))))
@@ -231,7 +307,8 @@ def sign_policy(approval_private_key: ApprovalPrivateKey, selection: Selection |
             rsassa=TPMS_SIGNATURE_RSA(hash=TPM2_ALG.SHA256, sig=raw)))
     return SignedPolicy(selection, {b: dict(v) for b, v in values.items()}, digest,
                         approval_key_name(approval_private_key.public_key()),
-                        bytes(signature.marshal()))
+                        bytes(signature.marshal()), policy_ref,
+                        None if version is None else revocation_index, version)
 
 
 # -- JSON helpers shared with the blob ----------------------------------------------------

@@ -10,9 +10,13 @@ The blob file (``SealedBlob.to_json``) is one versioned JSON document::
 
     {"version": 1, "kind": "vtpm-sealed",
      "policy": {"kind": "pcr", "selection": "sha256:0,4", "values": {...}}
-               | {"kind": "authorized", "approval_key": PEM, "key_name": hex},
+               | {"kind": "authorized", "approval_key": PEM, "key_name": hex,
+                  "revocable": true},   -- only when revocable (absent: false)
      "auth": bool,                  -- PolicyAuthValue follows the policy above
      "tss2_pem": "-----BEGIN TSS2 PRIVATE KEY-----..."}
+
+A revocable authorized object (:mod:`.revocation`) is opened only by signed policies that
+also pass PolicyNV on the vTPM's revocation counter; :func:`seal` creates that counter.
 
 One file, so the object and the policy that opens it cannot be separated; the embedded
 PEM (parent 0x81000001; see :mod:`.tsskey` for its type OID) is what other TSS2 tools
@@ -27,11 +31,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from tpm2_pytss import ESAPI, TSS2_Exception
-from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE, TPMA_OBJECT, TPMA_SESSION
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_EO, TPM2_SE, TPMA_OBJECT, TPMA_SESSION
 from tpm2_pytss.types import (
+    TPM2B_OPERAND,
     TPM2B_PRIVATE,
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
@@ -65,7 +70,9 @@ from .policy import (
     public_key_pem,
     values_from_json,
     values_to_json,
+    version_operand,
 )
+from .revocation import ensure_counter, read_counter
 from .srk import SRK_HANDLE, ensure_srk
 from .tsskey import OID_LOADABLE_KEY, OID_SEALED_DATA, TpmKey
 
@@ -78,6 +85,8 @@ TPM_RC_AUTH_FAIL: Final = 0x08E
 TPM_RC_SIGNATURE: Final = 0x09B
 TPM_RC_POLICY_FAIL: Final = 0x09D
 TPM_RC_BAD_AUTH: Final = 0x0A2
+#: PolicyNV's comparison failed (Part 3, 23.9): the counter is above the signed version.
+TPM_RC_POLICY: Final = 0x126
 TPM_RC_LOCKOUT: Final = 0x921
 _RC_NAMES: Final = {TPM_RC_VALUE: "TPM_RC_VALUE", TPM_RC_POLICY_FAIL: "TPM_RC_POLICY_FAIL",
                     TPM_RC_SIGNATURE: "TPM_RC_SIGNATURE"}
@@ -101,6 +110,7 @@ class SealedBlob:
         return self.key.private
 
     def to_json(self) -> str:
+        policy: dict[str, Any]
         if isinstance(self.policy, PcrPolicy):
             assert self.policy.values is not None
             policy = {"kind": "pcr", "selection": format_selection(self.policy.selection),
@@ -109,6 +119,8 @@ class SealedBlob:
             key = self.policy.approval_public_key
             policy = {"kind": "authorized", "approval_key": public_key_pem(key),
                       "key_name": approval_key_name(key).hex()}
+            if self.policy.revocable:
+                policy["revocable"] = True
         return json.dumps({"version": BLOB_VERSION, "kind": "vtpm-sealed", "policy": policy,
                            "auth": self.auth, "tss2_pem": self.key.to_pem().decode()},
                           indent=2)
@@ -124,7 +136,11 @@ class SealedBlob:
                 policy = PcrPolicy(parse_selection(spec["selection"]),
                                    values_from_json(spec["values"]))
             elif spec["kind"] == "authorized":
-                policy = AuthorizedPolicy(load_public_key_pem(spec["approval_key"]))
+                revocable = spec.get("revocable", False)
+                if not isinstance(revocable, bool):
+                    raise ValueError(f"revocable is {revocable!r}, not true or false")
+                policy = AuthorizedPolicy(load_public_key_pem(spec["approval_key"]),
+                                          revocable)
             else:
                 raise SealedFormatError(f"unknown policy kind {spec['kind']!r}")
             auth = doc["auth"]
@@ -141,7 +157,8 @@ def auth_policy_digest(policy: PcrPolicy | AuthorizedPolicy, with_auth: bool) ->
         assert policy.values is not None
         digest = policy_pcr_digest(policy.selection, policy.values)
     else:
-        digest = policy_authorize_digest(approval_key_name(policy.approval_public_key))
+        digest = policy_authorize_digest(approval_key_name(policy.approval_public_key),
+                                         policy.policy_ref)
     return policy_auth_value_digest(digest) if with_auth else digest
 
 
@@ -164,11 +181,15 @@ def current_values(esapi: ESAPI, selection: Selection) -> PcrValues:
 def seal(execute: Execute, secret: bytes, policy: SealPolicy,
          auth: bytes | None = None) -> SealedBlob:
     """Seal ``secret`` (at most 128 bytes) under the vTPM's SRK, creating the SRK if absent.
-    A ``PcrPolicy`` without values is sealed to the PCR values read now."""
+    A ``PcrPolicy`` without values is sealed to the PCR values read now; a revocable
+    ``AuthorizedPolicy`` first makes sure the vTPM's revocation counter exists and has a
+    value, so that signed policies checking it can be satisfied."""
     if not 0 < len(secret) <= MAX_SECRET:
         raise ValueError(f"a sealed secret is 1-{MAX_SECRET} bytes, not {len(secret)}")
     with esapi_over(execute) as esapi:
         srk = ensure_srk(esapi)
+        if isinstance(policy, AuthorizedPolicy) and policy.revocable:
+            ensure_counter(esapi)
         if isinstance(policy, PcrPolicy) and policy.values is None:
             policy = PcrPolicy(policy.selection, current_values(esapi, policy.selection))
         template = sealed_template(auth_policy_digest(policy, auth is not None))
@@ -247,11 +268,30 @@ def unseal(execute: Execute, blob: SealedBlob, *, signed_policy: SignedPolicy | 
             esapi.trsess_set_attributes(session, TPMA_SESSION.ENCRYPT
                                         | TPMA_SESSION.CONTINUESESSION)
             policy = blob.policy if isinstance(blob.policy, PcrPolicy) else None
-            with _refusals(esapi, *_expected(policy, signed_policy)):
-                return bytes(esapi.unseal(item, session1=session))
+            try:
+                with _refusals(esapi, *_expected(policy, signed_policy)):
+                    return bytes(esapi.unseal(item, session1=session))
+            except PolicyRefused as exc:
+                hint = _kind_mismatch(blob.policy, signed_policy)
+                if hint is None:
+                    raise
+                raise PolicyRefused(f"{exc}: {hint}", exc.rc, exc.differing) from exc
         finally:
             esapi.flush_context(session)
             esapi.flush_context(item)
+
+
+def _kind_mismatch(policy: PcrPolicy | AuthorizedPolicy, signed: SignedPolicy | None
+                   ) -> str | None:
+    """Why a signature could not open the object if it is of the other kind. The TPM is
+    what refuses (the policyRef differs); this only names the reason."""
+    if not isinstance(policy, AuthorizedPolicy) or signed is None:
+        return None
+    if policy.revocable and not signed.revocable:
+        return "the object is revocable and the signed policy is not (sign it with a version)"
+    if signed.revocable and not policy.revocable:
+        return "the signed policy is revocable (versioned) and the object is not"
+    return None
 
 
 def _expected(policy: PcrPolicy | None, signed: SignedPolicy | None
@@ -279,6 +319,8 @@ def _satisfy(esapi: ESAPI, session: ESYS_TR, blob: SealedBlob,
     with _refusals(esapi, signed.selection, signed.values):
         # PCRs as they are; a mismatch fails PolicyAuthorize with TPM_RC_POLICY_FAIL.
         esapi.policy_pcr(session, b"", to_tpml(signed.selection))
+        if signed.revocable:
+            _policy_nv(esapi, session, signed)
         verifier = esapi.load_external(approval_public(key), hierarchy=ESYS_TR.OWNER)
         try:
             a_hash = _sha256(signed.policy_digest + signed.policy_ref)
@@ -288,6 +330,34 @@ def _satisfy(esapi: ESAPI, session: ESYS_TR, blob: SealedBlob,
             esapi.flush_context(verifier)
         esapi.policy_authorize(session, signed.policy_digest, signed.key_name, ticket,
                                signed.policy_ref)
+
+
+def _policy_nv(esapi: ESAPI, session: ESYS_TR, signed: SignedPolicy) -> None:
+    """TPM2_PolicyNV(counter ≤ version), authorized by the index itself with its empty
+    password. A counter above the version is a revocation, and is reported as one."""
+    assert signed.revocation_index is not None and signed.version is not None
+    index, version = signed.revocation_index, signed.version
+    try:
+        nv = esapi.tr_from_tpmpublic(index)
+    except TSS2_Exception as exc:
+        raise PolicyRefused(f"the signed policy checks the revocation counter at {index:#010x}"
+                            ", and this vTPM has none", _tpm_rc(exc)) from exc
+    try:
+        esapi.policy_nv(nv, nv, session, TPM2B_OPERAND(version_operand(version)),
+                        TPM2_EO.UNSIGNED_LE, 0, session1=ESYS_TR.PASSWORD)
+    except TSS2_Exception as exc:
+        esapi.tr_close(nv)      # before read_counter, which opens the index again
+        rc = _tpm_rc(exc)
+        if rc != TPM_RC_POLICY:
+            raise PolicyRefused(f"TPM2_PolicyNV on the revocation counter at {index:#010x} "
+                                f"failed: {exc}", rc) from exc
+        try:
+            now = f"is now {read_counter(esapi, index)}"
+        except SealingError:
+            now = "is above it"
+        raise PolicyRefused(f"the signed policy's version {version} is revoked (the vTPM's "
+                            f"revocation counter {now})", rc) from exc
+    esapi.tr_close(nv)
 
 
 def _sha256(data: bytes) -> bytes:
