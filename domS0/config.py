@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -50,6 +51,14 @@ class Settings:
     # host PCRs a passthrough vTPM may not extend or reset.
     passthrough_tcti: str = ""
     passthrough_host_pcrs: str = "0-15"
+    # Migration between hosts: a mutual-TLS listener for other DomS0s, this host's
+    # certificate and key from the hosts CA, the CA(s) trusted for peers, and the DomS0
+    # code measurements a destination may run ("self": the same code as this one).
+    migration_listen: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    migration_code_digests: tuple[str, ...] = ("self",)
     config_file: Path | None = None  # set from --config; measured, never read from TOML
 
     def validate(self) -> Settings:
@@ -66,10 +75,18 @@ class Settings:
             PcrSelection.parse(self.host_pcrs)
         except SelectionError as exc:
             raise ConfigError(f"host_pcrs: {exc}") from None
+        if self.migration_listen and None in (self.tls_cert, self.tls_key, self.tls_ca):
+            raise ConfigError("migration_listen needs tls_cert, tls_key and tls_ca (the "
+                              "host's certificate from the hosts CA, its key, the CA)")
+        for digest in self.migration_code_digests:
+            if digest != "self" and not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ConfigError(f"migration_code_digests: {digest!r} is neither 'self' "
+                                  "nor a SHA-256 in hex (doms0 measure prints it)")
         return self
 
 
-_PATHS = {"state_dir", "run_dir", "approval_key", "measurement_log"}
+_PATHS = {"state_dir", "run_dir", "approval_key", "measurement_log", "tls_cert", "tls_key",
+          "tls_ca"}
 _INTS = {"measure_pcr", "nv_index", "srk_handle"}
 _BOOLS = {"production", "adopt_state"}
 
@@ -105,10 +122,11 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ConfigError(f"setting {key} must be true or false, not {value!r}")
             out[key] = value
-        elif key == "policy_files":
+        elif key in ("policy_files", "migration_code_digests"):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
-                raise ConfigError("setting policy_files must be a list of paths")
-            out[key] = tuple(Path(v) for v in value)
+                raise ConfigError(f"setting {key} must be a list of strings")
+            out[key] = tuple(Path(v) for v in value) if key == "policy_files" \
+                else tuple(v.lower() for v in value)
         elif not isinstance(value, str):
             raise ConfigError(f"setting {key} must be a string, not {value!r}")
         else:

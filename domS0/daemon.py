@@ -48,6 +48,9 @@ from .config import SOFTWARE_ROOT, Settings
 from .finalizer import Finalizer
 from .frontends.control_sockets import ControlSockets
 from .imagestore import ImageStore
+from .migration.artifacts import Artifacts
+from .migration.identity import HostIdentity, IdentityError
+from .migration.listener import MigrationRuntime, MigrationSetupError, start_migration
 from .rpc.attestation import AttestationServicer
 from .rpc.auth import TOKEN_FILE, ensure_token
 from .rpc.server import build_server
@@ -57,6 +60,7 @@ log = logging.getLogger("doms0")
 
 LOCK_FILE = "doms0.lock"
 LISTEN_FILE = "doms0.listen"
+MIGRATION_LISTEN_FILE = "doms0.migration.listen"
 RECORDS_DIR = "vtpms"
 
 
@@ -168,19 +172,37 @@ def _manufacturer(settings: Settings, ca: VtpmCA) -> Callable[[Record], bytes | 
 
 
 def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
-                        sockets: ControlSockets, root: RootOfTrust | None = None
-                        ) -> AttestationServicer:
+                        sockets: ControlSockets, artifacts: Artifacts,
+                        root: RootOfTrust | None = None) -> AttestationServicer:
     """Finalizer and attestor, sharing the image store and the per-vTPM sidecars
     (removed with their vTPM). The control sockets measure every boot of a built
     domain through the finalizer."""
-    records = AttestationStore(settings.state_dir)
+    records, images = artifacts.records, artifacts.images
     manager.add_listener(lambda event, instance: records.forget(instance.record.uuid)
                          if event == "deleted" else None)
-    images = ImageStore(settings.state_dir)
     finalizer = Finalizer(manager, ca, host_name(settings), records, sockets.path_of, images)
     sockets.boot_measurer = finalizer.measure_boot
     return AttestationServicer(finalizer, Attestor(manager, ca, records, root), images,
                                sockets.path_of, Sealer(manager))
+
+
+def migration_runtime(settings: Settings, manager: VtpmManager, root: RootOfTrust,
+                      artifacts: Artifacts) -> MigrationRuntime | None:
+    """The migration listener, when one is configured (its address file too)."""
+    if not settings.migration_listen:
+        return None
+    assert settings.tls_cert and settings.tls_key and settings.tls_ca   # validate()
+    try:
+        identity = HostIdentity.load(settings.tls_cert, settings.tls_key, settings.tls_ca)
+        claim, _ = selfmeasure.measurement_claim(settings.config_file, settings.policy_files)
+        runtime = start_migration(settings.migration_listen, identity, manager, root,
+                                  artifacts, claim, settings.measurement_log,
+                                  settings.migration_code_digests)
+    except (IdentityError, MigrationSetupError, selfmeasure.MeasurementError) as exc:
+        raise StartupError(str(exc)) from None
+    atomic_write(settings.state_dir / MIGRATION_LISTEN_FILE,
+                 (runtime.host.address + "\n").encode(), mode=0o644)
+    return runtime
 
 
 def serve(settings: Settings) -> int:
@@ -212,9 +234,12 @@ def serve(settings: Settings) -> int:
 
     sockets = ControlSockets(manager, run_root)
     token = ensure_token(state_dir)
+    artifacts = Artifacts(AttestationStore(state_dir), ImageStore(state_dir))
+    migration = migration_runtime(settings, manager, root, artifacts)
     server, health, port = build_server(
         manager, settings.listen, token, state_dir / TOKEN_FILE, sockets.path_of,
-        attestation_service(settings, manager, ca, sockets, root),
+        attestation_service(settings, manager, ca, sockets, artifacts, root),
+        migration.host if migration is not None else None,
     )
     stopping = threading.Event()
 
@@ -225,6 +250,8 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
+    if migration is not None:
+        migration.start()
     sockets.open_all()
     server.start()
     address = settings.listen if settings.listen.startswith("unix:") else \
@@ -238,6 +265,8 @@ def serve(settings: Settings) -> int:
         for name in ("",):
             health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         server.stop(settings.grace_seconds).wait()
+        if migration is not None:
+            migration.stop(settings.grace_seconds)
         sockets.close_all()
         manager.shutdown()
         try:

@@ -61,6 +61,8 @@ class Doms0Process:
         self.run_dir: Path | None = None
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        #: Extra environment for the DomS0 process (e.g. DOMS0_FAILPOINT in tests).
+        self.extra_env: dict[str, str] = {}
 
     @property
     def address(self) -> str:
@@ -85,7 +87,7 @@ class Doms0Process:
              str(self.state_dir), "--listen", self.address, "--default-engine", self.engine,
              "--log-format", self.log_format, "--run-dir", str(self.run_dir),
              *self.extra_args],
-            stdout=log, stderr=log,
+            stdout=log, stderr=log, env={**os.environ, **self.extra_env},
         )
         log.close()
         self._wait_ready()
@@ -232,3 +234,75 @@ class SwtpmProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class MigrationNode:
+    """One DomS0 host able to migrate: its own swtpm as host TPM, a provisioned root
+    (``doms0 init``), a certificate from a shared hosts CA naming its host AK, and a
+    DomS0 serving a migration listener on a port that stays the same across restarts
+    (peers remember it)."""
+
+    def __init__(self, folder: Path, name: str, ca_dir: Path, *, engine: str = "swtpm",
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.folder, self.name, self.ca_dir = folder, name, ca_dir
+        self.tpm = SwtpmProcess(folder / "host-tpm")
+        self.state_dir = folder / "state"
+        self.measurement_log = folder / "run" / "measurements.log"
+        self.tls_dir = folder / "tls"
+        self.migration_port = 0
+        self.engine = engine
+        self.extra_args = extra_args
+        self.doms0: Doms0Process | None = None
+
+    @property
+    def migration_address(self) -> str:
+        return f"127.0.0.1:{self.migration_port}"
+
+    def common(self) -> tuple[str, ...]:
+        return ("--state-dir", str(self.state_dir), "--root-tpm", self.tpm.tcti,
+                "--measurement-log", str(self.measurement_log))
+
+    def provision(self) -> MigrationNode:
+        """Host TPM up, root provisioned, host certificate issued."""
+        self.tpm.start()
+        _doms0("init", *self.common())
+        _doms0("hosts", "issue", "--ca", str(self.ca_dir), "--name", self.name,
+               "--out", str(self.tls_dir), "--host-tpm", self.tpm.tcti)
+        self.migration_port = free_port()
+        return self
+
+    def serve_args(self) -> tuple[str, ...]:
+        return ("--root-tpm", self.tpm.tcti, "--measurement-log", str(self.measurement_log),
+                "--migration-listen", self.migration_address,
+                "--tls-cert", str(self.tls_dir / "host.pem"),
+                "--tls-key", str(self.tls_dir / "host.key"),
+                "--tls-ca", str(self.ca_dir / "ca.pem"), *self.extra_args)
+
+    def start(self, failpoint: str = "") -> Doms0Process:
+        """Start (or restart) DomS0; ``failpoint`` names a
+        :mod:`domS0.migration.failpoints` point at which it kills itself."""
+        if self.doms0 is None:
+            self.doms0 = Doms0Process(self.state_dir, engine=self.engine,
+                                      extra_args=self.serve_args())
+        self.doms0.extra_env = {"DOMS0_FAILPOINT": failpoint} if failpoint else {}
+        return self.doms0.start()
+
+    def stop(self) -> None:
+        if self.doms0 is not None:
+            self.doms0.stop()
+        self.tpm.stop()
+
+
+def create_hosts_ca(folder: Path) -> Path:
+    _doms0("hosts", "ca", "--out", str(folder))
+    return folder
+
+
+def _doms0(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "domS0.cli.doms0", *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TSS2_LOG": "all+NONE"})
+    if done.returncode != 0:
+        raise RuntimeError(f"doms0 {' '.join(args)} exited {done.returncode}: "
+                           f"{done.stderr.strip()}")
+    return done.stdout

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 
+from vtpm_manager.migration.proof import MeasurementClaim, MeasurementLog
 from vtpm_manager.root.host import connect, extend_pcr, read_pcrs
 from vtpm_manager.root.policy import PcrSelection, extend
 
@@ -60,7 +61,7 @@ DEFAULT_PCR = 15
 BANK = "sha256"
 CODE_PACKAGES = ("domS0", "vtpm_manager", "tpm_emulator", "measure")
 EVENT = "doms0 self-measurement"
-_DOMAIN = b"vtpm-stack doms0 self-measurement v1\x00"
+_DOMAIN = b"vtpm-stack doms0 self-measurement v2\x00"
 _SKIP_DIRS = {"__pycache__"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
 
@@ -105,19 +106,34 @@ def code_files(packages: Sequence[str] = CODE_PACKAGES) -> list[tuple[str, Path]
     return sorted(found)
 
 
+def measurement_claim(config_file: Path | None, policy_files: Iterable[Path]
+                      ) -> tuple[MeasurementClaim, int]:
+    """The three digests DomS0 is made of — its code, its configuration file, its
+    policy files — and the file count. Kept apart so that a peer host can approve a
+    DomS0 by its code alone while still seeing which configuration and policy it runs
+    (migration); only their combination, :meth:`MeasurementClaim.digest`, is extended.
+
+    Each file is hashed length-prefixed as ``label ‖ content``, so no two file sets hash
+    alike. Configuration and policy files are labelled by role and file name, not by
+    their absolute path, so moving the state folder's parent does not change a digest.
+    """
+    code = code_files()
+    config = [("config", config_file)] if config_file is not None else []
+    policies = sorted((f"policy/{p.name}", p) for p in policy_files)
+    claim = MeasurementClaim(_files_digest(b"code", code), _files_digest(b"config", config),
+                             _files_digest(b"policy", policies))
+    return claim, len(code) + len(config) + len(policies)
+
+
 def measurement_digest(config_file: Path | None, policy_files: Iterable[Path]
                        ) -> tuple[bytes, int]:
-    """SHA-256 over code, configuration and policy files; returns (digest, file count).
+    """What DomS0 extends into its host PCR, and the file count."""
+    claim, files = measurement_claim(config_file, policy_files)
+    return claim.digest(), files
 
-    Each entry is length-prefixed ``label ‖ content`` so no two file sets hash alike.
-    Configuration and policy files are labelled by role and file name, not by their
-    absolute path, so moving the state folder's parent does not change the digest.
-    """
-    entries: list[tuple[str, Path]] = code_files()
-    if config_file is not None:
-        entries.append(("config", config_file))
-    entries += sorted((f"policy/{p.name}", p) for p in policy_files)
-    hasher = hashlib.sha256(_DOMAIN)
+
+def _files_digest(role: bytes, entries: Sequence[tuple[str, Path]]) -> bytes:
+    hasher = hashlib.sha256(_DOMAIN + role + b"\x00")
     for label, path in entries:
         try:
             content = path.read_bytes()
@@ -126,7 +142,14 @@ def measurement_digest(config_file: Path | None, policy_files: Iterable[Path]
         name = label.encode()
         hasher.update(struct.pack(">I", len(name)) + name)
         hasher.update(struct.pack(">Q", len(content)) + content)
-    return hasher.digest(), len(entries)
+    return hasher.digest()
+
+
+def runtime_log(path: Path, pcr: int) -> MeasurementLog | None:
+    """This boot's runtime measurement log as a migration proof carries it, or None if
+    there is none that parses."""
+    state = _read_log(path, pcr)
+    return None if state is None else MeasurementLog(pcr, state.start, state.digests)
 
 
 @dataclass(frozen=True)

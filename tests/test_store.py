@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from vtpm_manager.kek import KeyEncryptionKey, load_development_kek
 from vtpm_manager.store import (
+    MigrationMark,
     Record,
     Stamp,
     StateStore,
@@ -63,17 +65,25 @@ def test_wrong_kek_and_swapped_uuid_are_refused(tmp_path: Path) -> None:
 
 def test_unknown_version_is_refused_not_misread(tmp_path: Path) -> None:
     blob = bytearray(encode(record(), KEK))
-    blob[9] = 3  # the u16 version's low byte
-    with pytest.raises(StateTampered, match="version 3; this DomS0 reads versions 1, 2"):
+    blob[9] = 4  # the u16 version's low byte
+    with pytest.raises(StateTampered, match="version 4; this DomS0 reads versions 1, 2, 3"):
         decode(bytes(blob), KEK, tmp_path / "x.vtpm")
 
 
-def test_version_is_authenticated_so_v2_cannot_pass_for_v1(tmp_path: Path) -> None:
+@pytest.mark.parametrize("older", [1, 2])
+def test_version_is_authenticated_so_v3_cannot_pass_for_an_older(tmp_path: Path,
+                                                                  older: int) -> None:
     blob = bytearray(encode(record(), KEK))
-    assert blob[9] == 2
-    blob[9] = 1
+    assert blob[9] == 3
+    blob[9] = older
     with pytest.raises(StateTampered, match="authentication failed"):
         decode(bytes(blob), KEK, tmp_path / "x.vtpm")
+
+
+def test_a_migration_mark_round_trips(tmp_path: Path) -> None:
+    mark = MigrationMark("migrated", "ab" * 16, "127.0.0.1:7350", "host-b", 3)
+    marked = replace(record(), migration=mark, migrations=3, state=None)
+    assert decode(encode(marked, KEK), KEK, tmp_path / "x.vtpm") == marked
 
 
 def test_record_carries_its_rollback_stamp(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from tpm_emulator.mutations import may_change_state
 from .engine import Engine, EngineError
 from .engines import cannot_migrate
 from .errors import FailedPrecondition, InvalidArgument, Unavailable
-from .store import Record, StateStore
+from .store import MigrationMark, Record, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Instance:
         with self.lock:
             if self._engine is not None:
                 return
+            self.refuse_if_marked()
             self._engine = self._launch(self.record.state)
             try:
                 self._commit(running=True)
@@ -186,6 +187,41 @@ class Instance:
             if not self._try_commit():
                 raise Unavailable(f"state of vTPM {self.record.name} could not be stored")
 
+    # -- migration ------------------------------------------------------------------
+
+    def mark_outgoing(self, mark: MigrationMark) -> Record:
+        """Quiesce for a migration: commit the engine's latest state, store the record
+        with the ``outgoing`` mark, then stop the engine. Returns the record to send.
+
+        The caller holds :attr:`lock` (or :meth:`exclusive`) around the whole exchange,
+        so front-end commands wait rather than fail. If the mark cannot be stored
+        (OSError) the vTPM stays live and nothing changed."""
+        with self.lock:
+            self.refuse_if_marked()
+            self._refuse_if_unmigratable()
+            if self._engine is not None:
+                self._commit()
+            self._save(replace(self.record, migration=mark))
+            self._shutdown_engine()
+            return self.record
+
+    def remark(self, mark: MigrationMark | None, *, drop_state: bool = False,
+               migrations: int | None = None) -> None:
+        """Store a new migration mark (``None``: live here again, started if it was
+        running), optionally dropping the state (a tombstone keeps none)."""
+        with self.lock:
+            new = replace(self.record, migration=mark,
+                          state=None if drop_state else self.record.state,
+                          migrations=self.record.migrations if migrations is None
+                          else migrations)
+            self._save(new)
+            if mark is None and new.running and self._engine is None:
+                self._engine = self._launch(new.state)
+
+    def _save(self, record: Record) -> None:
+        self._store.save(record)
+        self.record = record
+
     # -- internals -------------------------------------------------------------------
 
     def _check_lease(self, lease: Lease | None) -> None:
@@ -205,8 +241,23 @@ class Instance:
         if reason is not None:
             raise FailedPrecondition(f"vTPM {self.record.name}: {reason}")
 
+    def refuse_if_marked(self) -> None:
+        """A vTPM in a migration (or moved away) serves nothing here; say where it is."""
+        mark = self.record.migration
+        if mark is None:
+            return
+        where = f"{mark.peer_host} ({mark.peer_address})"
+        if mark.state == "migrated":
+            message = f"was migrated to {where}; use it there"
+        elif mark.state == "outgoing":
+            message = f"is being migrated to {where}; retry when the migration settles"
+        else:
+            message = f"is arriving from {where} and not active yet"
+        raise FailedPrecondition(f"vTPM {self.record.name} {message}")
+
     def _require_engine(self) -> Engine:
         if self._engine is None:
+            self.refuse_if_marked()
             raise FailedPrecondition(
                 f"vTPM {self.record.name} is stopped; start it with: vtpmctl start "
                 f"{self.record.name}"

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from .engines import ENGINE_NAMES, make_engine
@@ -109,7 +110,7 @@ class VtpmManager:
         for record in records:
             instance = self._new_instance(record)
             self._instances[record.uuid] = instance
-            if record.running:
+            if record.running and record.migration is None:
                 try:
                     instance.start()
                 except Exception as exc:  # one broken vTPM must not stop the others
@@ -215,6 +216,55 @@ class VtpmManager:
         with instance.lock:
             _refuse_if_held(instance, "stopping")
             instance.stop()
+        return instance
+
+    def adopt_incoming(self, record: Record) -> Instance:
+        """Store a vTPM that arrives by migration, marked ``incoming`` (it does not run
+        until the source commits). Refused when the vTPM is live here, when this host
+        already saw the same or a later migration of it (a replayed package), or when
+        another vTPM here has its name."""
+        mark = record.migration
+        if mark is None or mark.state != "incoming":
+            raise InvalidArgument("an arriving vTPM carries an incoming mark")
+        with self._lock:
+            existing = self._instances.get(record.uuid)
+            clash = next((i for i in self._instances.values()
+                          if i.record.name == record.name and i.record.uuid != record.uuid),
+                         None)
+            if clash is not None or record.name in self._reserved:
+                raise AlreadyExists(f"a vTPM named {record.name!r} exists on this host "
+                                    f"already ({clash.record.uuid if clash else 'creating'})")
+            if existing is not None:
+                here = existing.record.migration
+                if here is None or here.state != "migrated":
+                    raise FailedPrecondition(
+                        f"vTPM {record.name} ({record.uuid}) is "
+                        f"{'live' if here is None else here.state} on this host: refusing "
+                        "a second copy")
+                if mark.generation <= here.generation:
+                    raise FailedPrecondition(
+                        f"vTPM {record.name} left this host at migration {here.generation}; "
+                        f"a package of migration {mark.generation} is old or replayed")
+                record = replace(record, migrations=here.generation)
+            self._reserved.add(record.name)
+        try:
+            if existing is not None:
+                with existing.lock:
+                    self.store.save(record)
+                    existing.record = record
+                instance = existing
+            else:
+                self.store.save(record)
+                instance = self._new_instance(record)
+                with self._lock:
+                    self._instances[record.uuid] = instance
+        finally:
+            with self._lock:
+                self._reserved.discard(record.name)
+        if existing is None:
+            self._notify("created", instance)
+        log.info("vTPM %s (%s) arrived from %s, pending its source's commit", record.name,
+                 record.uuid, mark.peer_host)
         return instance
 
     def _new_instance(self, record: Record) -> Instance:

@@ -1,17 +1,20 @@
 """The encrypted, versioned, durable store: one record file per vTPM.
 
-Record layout (version 2)::
+Record layout (version 3)::
 
     magic "VTPMREC\\0" (8) | u16 version | u32 header length | header | body
 
 The header is canonical JSON (UUID, name, engine, metadata, running flag, the data
 key wrapped by the KEK, the body nonce and, since version 2, the record's rollback
-stamp: the counter ``epoch`` it was written in and its ``generation``, +1 per save).
+stamp: the counter ``epoch`` it was written in and its ``generation``, +1 per save;
+since version 3, the vTPM's migration mark — outgoing, incoming or migrated — so the
+tombstone that retires a migrated vTPM is as authenticated and rollback-protected as
+the state it replaces, and an older DomS0, which would ignore it, cannot read it).
 The body is the engine's state sealed with AES-256-GCM under the vTPM's own data
 key, with magic, version and header as associated data: changing any bit anywhere
 (the version included, so a version 2 record cannot pass for a version 1 one) makes
 the record refuse to load, and the refusal names the vTPM. Version 1 records load as
-generation 0 and are written as version 2 at their next save.
+generation 0 and are written as version 3 at their next save.
 
 With a monotonic counter the store also keeps a MANIFEST of every live record's
 generation, bound to the counter's epoch: see :mod:`vtpm_manager.rollback` for the
@@ -48,8 +51,10 @@ from .rollback import (
 )
 
 MAGIC = b"VTPMREC\x00"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
+#: The states of a migration mark (see :mod:`vtpm_manager.migration`).
+MIGRATION_STATES = ("outgoing", "incoming", "migrated")
 _PREFIX = struct.Struct(">8sHI")
 _NONCE_BYTES = 12
 SUFFIX = ".vtpm"
@@ -105,6 +110,34 @@ class EpochReport:
 
 
 @dataclass(frozen=True)
+class MigrationMark:
+    """Where a vTPM stands in a migration. ``outgoing``: this host (the source) sent it
+    and has not decided; ``migrated``: the tombstone — the destination owns it;
+    ``incoming``: this host (the destination) holds it pending the source's decision.
+    A marked vTPM does not run."""
+
+    state: str
+    migration_id: str          # hex
+    peer_address: str          # the other DomS0's migration listener, HOST:PORT
+    peer_host: str             # the other host's certificate name
+    generation: int            # the vTPM's migration count after this migration
+
+    def __post_init__(self) -> None:
+        if self.state not in MIGRATION_STATES:
+            raise ValueError(f"unknown migration state {self.state!r}")
+
+    def to_json(self) -> dict[str, object]:
+        return {"state": self.state, "migration_id": self.migration_id,
+                "peer_address": self.peer_address, "peer_host": self.peer_host,
+                "generation": self.generation}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, object]) -> MigrationMark:
+        return cls(str(doc["state"]), str(doc["migration_id"]), str(doc["peer_address"]),
+                   str(doc["peer_host"]), _count(doc["generation"]))
+
+
+@dataclass(frozen=True)
 class Record:
     """Everything DomS0 keeps about one vTPM."""
 
@@ -116,6 +149,9 @@ class Record:
     metadata: dict[str, str] = field(default_factory=dict)
     running: bool = False
     state: bytes | None = field(default=None, repr=False)
+    migration: MigrationMark | None = None
+    #: Migrations this vTPM went through (the last mark's generation once it settles).
+    migrations: int = 0
 
     def with_state(self, state: bytes | None) -> Record:
         return replace(self, state=state)
@@ -123,7 +159,7 @@ class Record:
 
 def encode(record: Record, kek: KeyEncryptionKey, wrapped_key: bytes | None = None,
            stamp: Stamp = Stamp()) -> bytes:
-    """Seal ``record`` into its on-disk bytes, format version 2 (``wrapped_key``: its
+    """Seal ``record`` into its on-disk bytes, format version 3 (``wrapped_key``: its
     data key, already wrapped by ``kek``, to spare a wrap on every save)."""
     nonce = os.urandom(_NONCE_BYTES)
     header = json.dumps(
@@ -137,6 +173,8 @@ def encode(record: Record, kek: KeyEncryptionKey, wrapped_key: bytes | None = No
             "metadata": record.metadata,
             "running": record.running,
             "has_state": record.state is not None,
+            "migration": record.migration.to_json() if record.migration else None,
+            "migrations": record.migrations,
             "wrapped_key": _b64(wrapped_key or kek.wrap(record.data_key, record.uuid)),
             "nonce": _b64(nonce),
         },
@@ -187,6 +225,9 @@ def open_record(blob: bytes, kek: KeyEncryptionKey, path: Path) -> tuple[Record,
             metadata=dict(header["metadata"]),
             running=bool(header["running"]),
             state=state if header["has_state"] else None,
+            migration=MigrationMark.from_json(header["migration"])
+            if version >= 3 and header["migration"] is not None else None,
+            migrations=_count(header["migrations"]) if version >= 3 else 0,
         )
         return record, stamp
     except KeyUnwrapError as exc:

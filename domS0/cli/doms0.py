@@ -12,6 +12,8 @@ from typing import Any
 
 from domS0.cli.ca import KekLoader, add_ca_commands
 from domS0.cli.ca import run as run_ca
+from domS0.cli.hosts import add_hosts_commands
+from domS0.cli.hosts import run as run_hosts
 from domS0.config import ConfigError, Settings, load_settings
 from domS0.logs import setup_logging
 from vtpm_manager.kek import KeyEncryptionKey
@@ -61,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "vTPMs, behind a resource manager (e.g. device:/dev/tpmrm0)")
     serve.add_argument("--passthrough-host-pcrs", metavar="RANGES",
                        help="host PCRs a passthrough vTPM may not change (default 0-15)")
+    serve.add_argument("--migration-listen", metavar="HOST:PORT",
+                       help="accept vTPMs from other DomS0s here (mutual TLS)")
+    serve.add_argument("--tls-cert", help="this host's certificate from the hosts CA")
+    serve.add_argument("--tls-key", help="its private key")
+    serve.add_argument("--tls-ca", help="the hosts CA certificate(s) trusted for peers")
+    serve.add_argument("--allow-code", action="append", dest="migration_code_digests",
+                       metavar="HEX|self", help="a DomS0 code digest a destination may "
+                       "run (repeatable; default: self, the same code as this one)")
 
     init = sub.add_parser("init", help="provision the host root of trust once")
     _settings_flags(init)
@@ -91,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--root-tpm", metavar="TCTI", default=None,
                     help="the root of trust that seals the CA key, as for doms0 serve "
                     "(default: the development root)")
+    add_hosts_commands(sub)
     demo = sub.add_parser("demo", help="run a DomS0, measure a sample domain, attest it")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     return parser
@@ -116,7 +127,8 @@ def _load(args: argparse.Namespace) -> Settings:
     names = ("state_dir", "root_tpm", "measurement_log", "policy_files", "production",
              "listen", "run_dir", "default_engine", "log_format", "log_level", "host_pcrs",
              "measure_pcr", "approval_key", "nv_index", "srk_handle", "adopt_state",
-             "host_name", "passthrough_tcti", "passthrough_host_pcrs")
+             "host_name", "passthrough_tcti", "passthrough_host_pcrs", "migration_listen",
+             "tls_cert", "tls_key", "tls_ca", "migration_code_digests")
     overrides: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     return load_settings(args.config, overrides)
 
@@ -129,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from domS0.demo import main as demo_main
 
         return demo_main(args.demo_args)
+    if args.command == "hosts":
+        return run_hosts(args)
     if args.command == "ca":
         args.ca_kek_loader = _root_kek_loader(args.root_tpm)
         return run_ca(args)

@@ -21,7 +21,7 @@ from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from domS0.client.channel import CredentialError, default_server, load_token, open_channel
 
-from . import measured, sealing
+from . import measured, migrate, sealing
 from .errors import EXIT_REFUSED, EXIT_UNREACHABLE, RPC_TIMEOUT, CliError
 
 
@@ -46,6 +46,12 @@ def _print_vtpm(vtpm: pb.Vtpm, as_json: bool) -> None:
     print(f"control socket: {vtpm.control_socket or '-'}")
     for key, value in sorted(vtpm.metadata.items()):
         print(f"metadata:       {key}={value}")
+    if vtpm.HasField("migration"):
+        m = vtpm.migration
+        where = {"migrated": "moved to", "outgoing": "being migrated to",
+                 "incoming": "arriving from"}.get(m.state, m.state)
+        print(f"migration:      {where} {m.peer_host} ({m.peer_address}), migration "
+              f"{m.generation}")
 
 
 def _parse_metadata(pairs: Sequence[str]) -> dict[str, str]:
@@ -154,7 +160,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, grpc.Channel], None]] = {
     "start": cmd_start_or_stop, "stop": cmd_start_or_stop, "transmit": cmd_transmit,
     "attach": cmd_attach, "build": measured.cmd_build, "quote": measured.cmd_quote,
     "certs": measured.cmd_certs, "eventlog": measured.cmd_eventlog,
-    "seal": sealing.cmd_seal, "unseal": sealing.cmd_unseal,
+    "seal": sealing.cmd_seal, "unseal": sealing.cmd_unseal, "migrate": migrate.cmd_migrate,
 }
 #: Commands that never talk to DomS0 (no token, no channel).
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -202,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "on PATH.ctrl, mode 0600)")
     measured.add_parsers(sub)
     sealing.add_parsers(sub)
+    migrate.add_parser(sub)
     return parser
 
 

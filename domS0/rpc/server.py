@@ -13,6 +13,7 @@ from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from vtpm_manager.manager import VtpmManager
 
+from ..migration.host import MigrationHost
 from .attestation import AttestationServicer
 from .auth import TokenInterceptor
 from .servicers import ControlSocketOf, ManagerServicer, TpmServicer
@@ -32,6 +33,7 @@ def build_server(
     token_path: Path,
     control_socket_of: ControlSocketOf,
     attestation: AttestationServicer | None = None,
+    migration: MigrationHost | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Create and bind (not start) the server; returns it, its health servicer, the port.
 
@@ -47,7 +49,8 @@ def build_server(
         ],
         maximum_concurrent_rpcs=None,
     )
-    pb_grpc.add_ManagerServicer_to_server(ManagerServicer(manager, control_socket_of), server)
+    pb_grpc.add_ManagerServicer_to_server(ManagerServicer(manager, control_socket_of, migration),
+                                           server)
     pb_grpc.add_TpmServicer_to_server(TpmServicer(manager, control_socket_of), server)
     names = ["Manager", "Tpm"]
     if attestation is not None:

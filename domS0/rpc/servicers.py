@@ -15,6 +15,8 @@ from vtpm_manager.errors import InvalidArgument, ManagerError
 from vtpm_manager.instance import Instance, Lease
 from vtpm_manager.manager import VtpmManager
 
+from ..migration.host import MigrationHost
+from ..migration.source import MigrationFailed
 from .auth import describe_caller
 from .status import abort_on_refusal, status_of
 
@@ -23,22 +25,33 @@ ControlSocketOf = Callable[[Instance], str]
 
 def to_message(instance: Instance, control_socket: str = "") -> pb.Vtpm:
     record = instance.record
+    mark = record.migration
+    if mark is not None:
+        state = pb.VTPM_STATE_MIGRATED if mark.state == "migrated" else pb.VTPM_STATE_MIGRATING
+    else:
+        state = pb.VTPM_STATE_RUNNING if instance.running else pb.VTPM_STATE_STOPPED
     return pb.Vtpm(
         uuid=record.uuid,
         name=record.name,
         engine=record.engine,
-        state=pb.VTPM_STATE_RUNNING if instance.running else pb.VTPM_STATE_STOPPED,
+        state=state,
         holder=instance.holder or "",
         metadata=record.metadata,
         created_unix=record.created_unix,
         control_socket=control_socket if instance.running else "",
+        migration=pb.MigrationInfo(
+            state=mark.state, peer_address=mark.peer_address, peer_host=mark.peer_host,
+            generation=mark.generation, migration_id=mark.migration_id)
+        if mark is not None else None,
     )
 
 
 class ManagerServicer(pb_grpc.ManagerServicer):
-    def __init__(self, manager: VtpmManager, control_socket_of: ControlSocketOf) -> None:
+    def __init__(self, manager: VtpmManager, control_socket_of: ControlSocketOf,
+                 migration: MigrationHost | None = None) -> None:
         self._manager = manager
         self._socket_of = control_socket_of
+        self._migration = migration
 
     def _message(self, instance: Instance) -> pb.Vtpm:
         return to_message(instance, self._socket_of(instance))
@@ -68,6 +81,31 @@ class ManagerServicer(pb_grpc.ManagerServicer):
     def ListVtpms(self, request: pb.ListVtpmsRequest,
                   context: grpc.ServicerContext) -> pb.ListVtpmsResponse:
         return pb.ListVtpmsResponse(vtpms=[self._message(i) for i in self._manager.list()])
+
+    def MigrateVtpm(self, request: pb.MigrateVtpmRequest,
+                    context: grpc.ServicerContext) -> Iterator[pb.MigrateProgress]:
+        started = time.perf_counter()
+        try:
+            if self._migration is None:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                              "this DomS0 has no migration identity: configure "
+                              "migration_listen, tls_cert, tls_key and tls_ca")
+            if not request.destination or ":" not in request.destination:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                              "destination is the other DomS0's migration listener, HOST:PORT")
+            assert self._migration is not None
+            try:
+                for event in self._migration.migrate(request.vtpm, request.destination):
+                    if isinstance(event, tuple):
+                        step, message, percent = event
+                        yield pb.MigrateProgress(step=step, message=message, percent=percent)
+            except ManagerError as exc:
+                context.abort(status_of(exc), str(exc))
+            except MigrationFailed as exc:
+                context.abort(exc.status, f"migration refused or failed, the vTPM stays "
+                              f"here: {exc}")
+        finally:
+            self._logged("MigrateVtpm", context, request.vtpm, started)
 
     @abort_on_refusal
     def DeleteVtpm(self, request: pb.DeleteVtpmRequest,

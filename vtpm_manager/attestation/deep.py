@@ -105,7 +105,10 @@ def host_ak_template() -> TPM2B_PUBLIC:
 
 
 @contextmanager
-def _host_ak(esapi: ESAPI) -> Iterator[tuple[Any, bytes]]:
+def host_ak(esapi: ESAPI) -> Iterator[tuple[Any, bytes]]:
+    """The host AK loaded on ``esapi``: (ESYS handle, marshalled TPM2B_PUBLIC), flushed
+    on exit. Public because migration proofs quote with the same key as deep quotes:
+    one host AK for everything a host proves about itself."""
     handle, public, *_ = esapi.create_primary(None, host_ak_template(), ESYS_TR.ENDORSEMENT)
     try:
         yield handle, bytes(public.marshal())
@@ -115,7 +118,7 @@ def _host_ak(esapi: ESAPI) -> Iterator[tuple[Any, bytes]]:
 
 def host_ak_public(host_tcti: Any) -> bytes:
     """The host AK's marshalled TPM2B_PUBLIC (what a verifier must trust out of band)."""
-    with ESAPI(host_tcti) as esapi, _host_ak(esapi) as (_, public):
+    with ESAPI(host_tcti) as esapi, host_ak(esapi) as (_, public):
         return public
 
 
@@ -168,7 +171,7 @@ def deep_quote(host_tcti: Any, vtpm_attest: bytes, vtpm_uuid: str, ek_name: byte
     """Quote the host TPM (tpm2-pytss TCTI ``host_tcti``) with the host AK over
     ``host_pcrs``, qualifying data binding the vTPM quote (its TPMS_ATTEST bytes)."""
     extra = qualifying_data(vtpm_attest, vtpm_uuid, ek_name, policy_digest)
-    with ESAPI(host_tcti) as esapi, _host_ak(esapi) as (handle, public):
+    with ESAPI(host_tcti) as esapi, host_ak(esapi) as (handle, public):
         result = quote_with(esapi, handle, extra, parse_selection(host_pcrs))
     return DeepQuote(public, result)
 

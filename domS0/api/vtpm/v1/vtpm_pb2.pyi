@@ -12,6 +12,8 @@ class VtpmState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VTPM_STATE_UNSPECIFIED: _ClassVar[VtpmState]
     VTPM_STATE_STOPPED: _ClassVar[VtpmState]
     VTPM_STATE_RUNNING: _ClassVar[VtpmState]
+    VTPM_STATE_MIGRATING: _ClassVar[VtpmState]
+    VTPM_STATE_MIGRATED: _ClassVar[VtpmState]
 
 class ImageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -21,12 +23,14 @@ class ImageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 VTPM_STATE_UNSPECIFIED: VtpmState
 VTPM_STATE_STOPPED: VtpmState
 VTPM_STATE_RUNNING: VtpmState
+VTPM_STATE_MIGRATING: VtpmState
+VTPM_STATE_MIGRATED: VtpmState
 IMAGE_KIND_UNSPECIFIED: ImageKind
 IMAGE_KIND_KERNEL: ImageKind
 IMAGE_KIND_INITRD: ImageKind
 
 class Vtpm(_message.Message):
-    __slots__ = ("uuid", "name", "engine", "state", "holder", "metadata", "created_unix", "control_socket")
+    __slots__ = ("uuid", "name", "engine", "state", "holder", "metadata", "created_unix", "control_socket", "migration")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +46,7 @@ class Vtpm(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_UNIX_FIELD_NUMBER: _ClassVar[int]
     CONTROL_SOCKET_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     name: str
     engine: str
@@ -50,7 +55,40 @@ class Vtpm(_message.Message):
     metadata: _containers.ScalarMap[str, str]
     created_unix: int
     control_socket: str
-    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[VtpmState, str]] = ..., holder: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_unix: _Optional[int] = ..., control_socket: _Optional[str] = ...) -> None: ...
+    migration: MigrationInfo
+    def __init__(self, uuid: _Optional[str] = ..., name: _Optional[str] = ..., engine: _Optional[str] = ..., state: _Optional[_Union[VtpmState, str]] = ..., holder: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., created_unix: _Optional[int] = ..., control_socket: _Optional[str] = ..., migration: _Optional[_Union[MigrationInfo, _Mapping]] = ...) -> None: ...
+
+class MigrationInfo(_message.Message):
+    __slots__ = ("state", "peer_address", "peer_host", "generation", "migration_id")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PEER_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    PEER_HOST_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    peer_address: str
+    peer_host: str
+    generation: int
+    migration_id: str
+    def __init__(self, state: _Optional[str] = ..., peer_address: _Optional[str] = ..., peer_host: _Optional[str] = ..., generation: _Optional[int] = ..., migration_id: _Optional[str] = ...) -> None: ...
+
+class MigrateVtpmRequest(_message.Message):
+    __slots__ = ("vtpm", "destination")
+    VTPM_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    vtpm: str
+    destination: str
+    def __init__(self, vtpm: _Optional[str] = ..., destination: _Optional[str] = ...) -> None: ...
+
+class MigrateProgress(_message.Message):
+    __slots__ = ("step", "message", "percent")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PERCENT_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    message: str
+    percent: int
+    def __init__(self, step: _Optional[str] = ..., message: _Optional[str] = ..., percent: _Optional[int] = ...) -> None: ...
 
 class CreateVtpmRequest(_message.Message):
     __slots__ = ("name", "engine", "metadata", "start")
@@ -368,3 +406,53 @@ class UnsealResponse(_message.Message):
     SECRET_FIELD_NUMBER: _ClassVar[int]
     secret: bytes
     def __init__(self, secret: _Optional[bytes] = ...) -> None: ...
+
+class HelloRequest(_message.Message):
+    __slots__ = ("source_nonce", "vtpm_uuid", "generation")
+    SOURCE_NONCE_FIELD_NUMBER: _ClassVar[int]
+    VTPM_UUID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    source_nonce: bytes
+    vtpm_uuid: str
+    generation: int
+    def __init__(self, source_nonce: _Optional[bytes] = ..., vtpm_uuid: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+
+class HelloResponse(_message.Message):
+    __slots__ = ("session", "proof", "host_name", "host_certificate_pem")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    HOST_NAME_FIELD_NUMBER: _ClassVar[int]
+    HOST_CERTIFICATE_PEM_FIELD_NUMBER: _ClassVar[int]
+    session: bytes
+    proof: bytes
+    host_name: str
+    host_certificate_pem: str
+    def __init__(self, session: _Optional[bytes] = ..., proof: _Optional[bytes] = ..., host_name: _Optional[str] = ..., host_certificate_pem: _Optional[str] = ...) -> None: ...
+
+class TransferRequest(_message.Message):
+    __slots__ = ("session", "package")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    session: bytes
+    package: bytes
+    def __init__(self, session: _Optional[bytes] = ..., package: _Optional[bytes] = ...) -> None: ...
+
+class TransferResponse(_message.Message):
+    __slots__ = ("vtpm_uuid",)
+    VTPM_UUID_FIELD_NUMBER: _ClassVar[int]
+    vtpm_uuid: str
+    def __init__(self, vtpm_uuid: _Optional[str] = ...) -> None: ...
+
+class MigrationRef(_message.Message):
+    __slots__ = ("migration_id", "vtpm_uuid")
+    MIGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    VTPM_UUID_FIELD_NUMBER: _ClassVar[int]
+    migration_id: bytes
+    vtpm_uuid: str
+    def __init__(self, migration_id: _Optional[bytes] = ..., vtpm_uuid: _Optional[str] = ...) -> None: ...
+
+class MigrationStatus(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    def __init__(self, state: _Optional[str] = ...) -> None: ...

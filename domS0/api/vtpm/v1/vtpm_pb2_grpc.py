@@ -65,6 +65,11 @@ class ManagerStub:
                 request_serializer=vtpm_dot_v1_dot_vtpm__pb2.StopVtpmRequest.SerializeToString,
                 response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.Vtpm.FromString,
                 _registered_method=True)
+        self.MigrateVtpm = channel.unary_stream(
+                '/vtpm.v1.Manager/MigrateVtpm',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrateVtpmRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrateProgress.FromString,
+                _registered_method=True)
 
 
 class ManagerServicer:
@@ -107,6 +112,15 @@ class ManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MigrateVtpm(self, request, context):
+        """Move a vTPM to another DomS0 (its migration port, mutual TLS); streams progress.
+        The destination proves itself with its host TPM first; the vTPM ends live in
+        exactly one place whatever fails.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +153,11 @@ def add_ManagerServicer_to_server(servicer, server):
                     servicer.StopVtpm,
                     request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.StopVtpmRequest.FromString,
                     response_serializer=vtpm_dot_v1_dot_vtpm__pb2.Vtpm.SerializeToString,
+            ),
+            'MigrateVtpm': grpc.unary_stream_rpc_method_handler(
+                    servicer.MigrateVtpm,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrateVtpmRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrateProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +323,33 @@ class Manager:
             '/vtpm.v1.Manager/StopVtpm',
             vtpm_dot_v1_dot_vtpm__pb2.StopVtpmRequest.SerializeToString,
             vtpm_dot_v1_dot_vtpm__pb2.Vtpm.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MigrateVtpm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vtpm.v1.Manager/MigrateVtpm',
+            vtpm_dot_v1_dot_vtpm__pb2.MigrateVtpmRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.MigrateProgress.FromString,
             options,
             channel_credentials,
             insecure,
@@ -779,6 +825,263 @@ class Attestation:
             '/vtpm.v1.Attestation/Unseal',
             vtpm_dot_v1_dot_vtpm__pb2.UnsealRequest.SerializeToString,
             vtpm_dot_v1_dot_vtpm__pb2.UnsealResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class MigrationStub:
+    """Host to host, on the migration listener (mutual TLS: both hosts hold a certificate from
+    the hosts CA they trust). The source drives; the destination answers.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Hello = channel.unary_unary(
+                '/vtpm.v1.Migration/Hello',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.HelloRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.HelloResponse.FromString,
+                _registered_method=True)
+        self.Transfer = channel.unary_unary(
+                '/vtpm.v1.Migration/Transfer',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.TransferRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.TransferResponse.FromString,
+                _registered_method=True)
+        self.Commit = channel.unary_unary(
+                '/vtpm.v1.Migration/Commit',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
+                _registered_method=True)
+        self.Abort = channel.unary_unary(
+                '/vtpm.v1.Migration/Abort',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/vtpm.v1.Migration/Status',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
+                _registered_method=True)
+
+
+class MigrationServicer:
+    """Host to host, on the migration listener (mutual TLS: both hosts hold a certificate from
+    the hosts CA they trust). The source drives; the destination answers.
+    """
+
+    def Hello(self, request, context):
+        """The source's nonce in; the destination's session and its proof out: an ephemeral
+        migration key quoted by the destination's host TPM together with its DomS0
+        measurement and policy digest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Transfer(self, request, context):
+        """The encrypted, signed package; answered once the destination stored it as pending.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Commit(self, request, context):
+        """The source recorded its tombstone: the destination activates (idempotent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Abort(self, request, context):
+        """The source kept the vTPM: the destination drops its pending copy (idempotent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """What this host knows of a migration; a pending destination asks its source.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MigrationServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Hello': grpc.unary_unary_rpc_method_handler(
+                    servicer.Hello,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.HelloRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.HelloResponse.SerializeToString,
+            ),
+            'Transfer': grpc.unary_unary_rpc_method_handler(
+                    servicer.Transfer,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.TransferRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.TransferResponse.SerializeToString,
+            ),
+            'Commit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Commit,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.SerializeToString,
+            ),
+            'Abort': grpc.unary_unary_rpc_method_handler(
+                    servicer.Abort,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vtpm.v1.Migration', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vtpm.v1.Migration', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Migration:
+    """Host to host, on the migration listener (mutual TLS: both hosts hold a certificate from
+    the hosts CA they trust). The source drives; the destination answers.
+    """
+
+    @staticmethod
+    def Hello(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Migration/Hello',
+            vtpm_dot_v1_dot_vtpm__pb2.HelloRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.HelloResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Transfer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Migration/Transfer',
+            vtpm_dot_v1_dot_vtpm__pb2.TransferRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.TransferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Commit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Migration/Commit',
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Abort(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Migration/Abort',
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Migration/Status',
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
             options,
             channel_credentials,
             insecure,
