@@ -10,7 +10,13 @@ paths 2 and 3 as a builder and a remote verifier would, through ``vtpmctl``:
 3. ``vtpmctl quote`` with a fresh nonce: the evidence bundle;
 4. ``vtpmctl verify`` against the build's manifest and the CA: one line per check;
 5. ``vtpmctl seal --policy manifest:M.json``: a secret sealed in the vTPM to the PCRs
-   the build's manifest predicts, and ``vtpmctl unseal`` opening it in the measured state.
+   the build's manifest predicts, and ``vtpmctl unseal`` opening it in the measured state;
+6. ``vtpmctl migrate``: the domain's vTPM moves to a second DomS0 on loopback, which
+   proves itself with its host TPM first; there a fresh quote verifies against the same
+   manifest and CA, and the sealed secret still unseals.
+
+Each DomS0 runs on a host TPM of its own (a swtpm process standing in for the hardware
+TPM) with a certificate from a hosts CA made for the demo.
 
 Exit 0 only if every check passes.
 """
@@ -28,7 +34,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from domS0.harness import Doms0Process
+from domS0.harness import Doms0Process, MigrationNode, create_hosts_ca
 
 SAMPLE_CMDLINE = "root=/dev/vda1 ro console=ttyS0"
 KERNEL_VERSION = "6.1.0-vtpm-demo (builder@example) #1 SMP"
@@ -92,9 +98,14 @@ def _seal_and_unseal(doms0: Doms0Process, workdir: Path, manifest: Path) -> int:
 
 
 def run_demo(engine: str, workdir: Path) -> int:
-    doms0 = Doms0Process(workdir / "state", engine=engine).start()
+    ca = create_hosts_ca(workdir / "hosts-ca")
+    host_a = MigrationNode(workdir / "host-a", "host-a", ca, engine=engine)
+    host_b = MigrationNode(workdir / "host-b", "host-b", ca, engine=engine)
     try:
-        print(f"DomS0 serving on {doms0.address} (engine {engine})")
+        doms0 = host_a.provision().start()
+        host_b.provision().start()
+        print(f"DomS0 host-a serving on {doms0.address} (engine {engine}, host TPM "
+              f"{host_a.tpm.tcti})")
         kernel, initrd = write_sample_domain(workdir / "domain")
         manifest, out = workdir / "manifest.json", workdir / "evidence"
         built = _step(doms0, "build", "demo-domain", "--kernel", str(kernel), "--initrd",
@@ -112,9 +123,36 @@ def run_demo(engine: str, workdir: Path) -> int:
             print(verified.stderr, end="", file=sys.stderr)
             return 1
         print("attestation OK: the domain's vTPM holds what was measured")
-        return _seal_and_unseal(doms0, workdir, manifest)
+        if _seal_and_unseal(doms0, workdir, manifest) != 0:
+            return 1
+        return _migrate_and_attest(host_a, host_b, workdir, manifest)
     finally:
-        doms0.stop()
+        host_a.stop()
+        host_b.stop()
+
+
+def _migrate_and_attest(host_a: MigrationNode, host_b: MigrationNode, workdir: Path,
+                        manifest: Path) -> int:
+    """Move the vTPM to host-b, attest it there against the same manifest and CA."""
+    assert host_a.doms0 is not None and host_b.doms0 is not None
+    print(_step(host_a.doms0, "migrate", "demo-domain", "--to", host_b.migration_address),
+          end="")
+    out, nonce = workdir / "evidence-b", secrets.token_hex(20)
+    print(_step(host_b.doms0, "quote", "demo-domain", "--nonce", nonce, "--out", str(out)),
+          end="")
+    verified = _vtpmctl(host_b.doms0, "verify", str(out), "--manifest", str(manifest),
+                        "--ca", str(workdir / "certs" / "ca.pem"), "--nonce", nonce)
+    print(verified.stdout, end="")
+    if verified.returncode != 0:
+        print(verified.stderr, end="", file=sys.stderr)
+        return 1
+    _step(host_b.doms0, "unseal", "demo-domain", "--in", str(workdir / "sealed.json"),
+          "--out", str(workdir / "unsealed-b"))
+    if (workdir / "unsealed-b").read_bytes() != (workdir / "secret").read_bytes():
+        print("migration FAILED: the secret does not unseal on host-b", file=sys.stderr)
+        return 1
+    print("migrated to host-b: attestation OK there, sealed secret unseals: OK")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,9 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(args.engine, Path(tmp))
         except Exception as exc:  # the demo reports, it does not trace
             print(f"doms0 demo: FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
-            log = Path(tmp) / "state.doms0.log"
-            if log.exists() and os.environ.get("VTPM_DEMO_VERBOSE"):
-                print(log.read_text(), file=sys.stderr)
+            if os.environ.get("VTPM_DEMO_VERBOSE"):
+                for log in sorted(Path(tmp).glob("host-*/state.doms0.log")):
+                    print(log.read_text(), file=sys.stderr)
             return 1
 
 
