@@ -1,6 +1,6 @@
 """The README's first command: the demo runs a DomS0, builds a measured domain,
-quotes it and verifies the evidence, seals a secret to the manifest and unseals it, and
-says so."""
+quotes it and verifies the evidence, seals a secret to the manifest and unseals it,
+migrates the vTPM to a second DomS0 and attests it there, and says so."""
 
 from __future__ import annotations
 
@@ -18,5 +18,8 @@ def test_demo_attests_the_measured_domain() -> None:
     assert "FAIL" not in result.stdout
     assert "attestation OK: the domain's vTPM holds what was measured\n" in result.stdout
     assert "sealed 32 bytes in demo-domain to manifest:" in result.stdout
+    assert "sealed to the manifest; unsealed after the measured build: OK" in result.stdout
+    assert "done: vTPM demo-domain is live on host-b" in result.stdout
+    assert result.stdout.count("verified: all checks passed") == 2
     assert result.stdout.strip().endswith(
-        "sealed to the manifest; unsealed after the measured build: OK")
+        "migrated to host-b: attestation OK there, sealed secret unseals: OK")
