@@ -67,11 +67,11 @@ def test_manifest_sealed_secret_unseals_only_after_that_build(
     changed.write_bytes(bytes(data))
     ok(build(doms0, "dom1", kernel, changed))
     refused(unseal(doms0, "dom1", blob), "FAILED_PRECONDITION",
-            "policy refused: sha256:9 differs")
+            "policy refused: sha256:9 differs", "TPM_RC_POLICY_FAIL")
 
     ok(build(doms0, "dom1", kernel, initrd, cmdline=SAMPLE_CMDLINE + " single"))
     refused(unseal(doms0, "dom1", blob), "FAILED_PRECONDITION",
-            "policy refused: sha256:8 differs")
+            "policy refused: sha256:8 differs", "TPM_RC_POLICY_FAIL")
 
     ok(build(doms0, "dom1", kernel, initrd))
     assert unsealed(doms0, "dom1", blob, out) == SECRET
