@@ -77,6 +77,7 @@ class Attestor:
         if deep and not isinstance(root, TpmRoot):
             raise FailedPrecondition(DEEP_NEEDS_ROOT)
         instance = self._manager.get(ref)
+        instance.refuse_if_marked()
         enrolled = self._enrolled(instance)
         if len(nonce) > 64:
             raise InvalidArgument("the nonce is at most 64 bytes (a TPM2B_DATA)")
@@ -126,6 +127,7 @@ class Attestor:
 
     def eventlog(self, ref: str) -> bytes:
         instance = self._manager.get(ref)
+        instance.refuse_if_marked()
         log = self._records.eventlog(instance.record.uuid)
         if log is None:
             raise FailedPrecondition(f"vTPM {instance.record.name} has no event log; build "
@@ -134,6 +136,7 @@ class Attestor:
 
     def certificates(self, ref: str) -> Certificates:
         instance = self._manager.get(ref)
+        instance.refuse_if_marked()
         enrolled = self._records.enrolled(instance.record.uuid)
         ca_pem = self._ca.certificate_pem() if self._ca is not None else b""
         return Certificates(self._ek_certificates(instance),

@@ -47,6 +47,7 @@ class Sealer:
 
     def _run(self, ref: str, holder: str, action: Callable[[Execute], T]) -> T:
         instance: Instance = self._manager.get(ref)
+        instance.refuse_if_marked()   # a migrated vTPM: say where it went
         if not instance.running:
             raise FailedPrecondition(f"vTPM {instance.record.name} is stopped; start it "
                                      f"first (vtpmctl start {instance.record.name})")

@@ -19,6 +19,8 @@ from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from .errors import EXIT_REFUSED, RPC_TIMEOUT, CliError
 
 MIGRATE_TIMEOUT = 300.0
+#: How DomS0 begins every message about a migration that did not happen.
+MIGRATION_FAILED = "migration refused or failed"
 BAR = 30
 
 
@@ -49,8 +51,10 @@ def cmd_migrate(args: argparse.Namespace, channel: grpc.Channel) -> None:
             for progress in stub.MigrateVtpm(request, timeout=MIGRATE_TIMEOUT):
                 _show(progress, index, len(names), name, batch, args.json)
         except grpc.RpcError as exc:
+            if not _from_doms0(exc):
+                raise                           # DomS0 itself is unreachable: exit 3
             if not batch:
-                raise
+                raise CliError(f"{exc.code().name}: {exc.details()}") from None
             failed.append((name, exc.details() or str(exc.code())))
             print(f"\n{name}: {exc.details()}", file=sys.stderr)
     if batch:
@@ -58,6 +62,13 @@ def cmd_migrate(args: argparse.Namespace, channel: grpc.Channel) -> None:
     if failed:
         raise CliError(f"{len(failed)} vTPM(s) not migrated: "
                        f"{', '.join(name for name, _ in failed)}", EXIT_REFUSED)
+
+
+def _from_doms0(exc: grpc.RpcError) -> bool:
+    """True when DomS0 answered (a refusal, or a destination it could not reach), as
+    opposed to DomS0 itself being out of reach."""
+    return exc.code() != grpc.StatusCode.UNAVAILABLE or \
+        MIGRATION_FAILED in (exc.details() or "")
 
 
 def _show(progress: Any, index: int, total: int, name: str, batch: bool,
