@@ -70,8 +70,8 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "source_nonce is 32 bytes")
         if self._prover is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"{self._identity.host_name} runs on the software root: without a "
-                       "host TPM it cannot prove itself as a migration destination")
+                          f"{self._identity.host_name} runs on the software root: without a "
+                          "host TPM it cannot prove itself as a migration destination")
         self._refuse_if_here(context, request.vtpm_uuid, request.generation)
         key = ec.generate_private_key(ec.SECP384R1())
         assert self._prover is not None
@@ -80,13 +80,13 @@ class MigrationServicer(pb_grpc.MigrationServicer):
         except Exception as exc:
             log.error("migration proof failed: %s", exc)
             context.abort(grpc.StatusCode.UNAVAILABLE,
-                       f"the host TPM of {self._identity.host_name} could not quote: {exc}")
+                          f"the host TPM of {self._identity.host_name} could not quote: {exc}")
         session = secrets.token_bytes(32)
         with self._lock:
             self._expire()
             if len(self._sessions) >= MAX_SESSIONS:
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           "too many migrations in flight; retry shortly")
+                              "too many migrations in flight; retry shortly")
             self._sessions[session] = _Session(key, source, request.vtpm_uuid, time.monotonic())
         log.info("migration hello from %s for vTPM %s", source, request.vtpm_uuid)
         return pb.HelloResponse(session=session, proof=proof.encode(),
@@ -102,8 +102,8 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             session = self._sessions.pop(request.session, None)
         if session is None or session.source_host != source:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                       "unknown, expired or already used migration session: a package is "
-                       "accepted once, in the session it was made for (replayed?)")
+                          "unknown, expired or already used migration session: a package is "
+                          "accepted once, in the session it was made for (replayed?)")
         assert session is not None
         try:
             header, payload = open_package(
@@ -116,7 +116,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, f"package refused: {exc}")
         if header.vtpm_uuid != session.vtpm_uuid:
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                       "package refused: it carries another vTPM than the session announced")
+                          "package refused: it carries another vTPM than the session announced")
         info = payload.record
         try:
             record = Record(
@@ -135,7 +135,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             context.abort(status_of(exc), str(exc))
         except (OSError, ValueError, TypeError) as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE,
-                       f"the destination could not store the vTPM: {exc}")
+                          f"the destination could not store the vTPM: {exc}")
         log.info("vTPM %s (%s) received from %s (migration %d), pending commit",
                  header.vtpm_name, header.vtpm_uuid, source, header.generation)
         return pb.TransferResponse(vtpm_uuid=header.vtpm_uuid)
@@ -147,7 +147,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             return pb.MigrationStatus(state="active")
         if mark.state != "incoming":
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"migration {request.migration_id.hex()} is {mark.state} here")
+                          f"migration {request.migration_id.hex()} is {mark.state} here")
         activate(instance, mark)
         reach("destination-after-activate")
         return pb.MigrationStatus(state="active")
@@ -157,7 +157,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
         instance, mark = self._marked(request, context)
         if mark is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                       "that migration is active here already; it cannot be aborted")
+                          "that migration is active here already; it cannot be aborted")
         assert mark is not None
         if mark.state == "incoming":
             discard(self._manager, self._artifacts, instance, mark)
@@ -177,7 +177,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
         if mark is not None and mark.migration_id == request.migration_id.hex():
             if mark.peer_host != peer:
                 context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                           f"migration {mark.migration_id} is not with {peer}")
+                              f"migration {mark.migration_id} is not with {peer}")
             state = {"migrated": "committed", "outgoing": "outgoing",
                      "incoming": "pending"}[mark.state]
         return pb.MigrationStatus(state=state)
@@ -190,15 +190,20 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             here = self._manager.get(uuid).record
         except ManagerError:
             return
-        if here.migration is None or here.migration.state != "migrated":
+        if here.migration is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"vTPM {here.name} ({uuid}) is live on {self._identity.host_name} "
-                       "already: refusing a second copy")
+                          f"vTPM {here.name} ({uuid}) is live on {self._identity.host_name} "
+                          "already: refusing a second copy")
         assert here.migration is not None
+        if here.migration.state != "migrated":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"vTPM {here.name} ({uuid}) is {here.migration.state} on "
+                          f"{self._identity.host_name} (migration {here.migration.generation} "
+                          f"with {here.migration.peer_host}, undecided); retry once it settles")
         if generation <= here.migration.generation:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                       f"vTPM {here.name} left {self._identity.host_name} at migration "
-                       f"{here.migration.generation}; migration {generation} is not newer")
+                          f"vTPM {here.name} left {self._identity.host_name} at migration "
+                          f"{here.migration.generation}; migration {generation} is not newer")
 
     def _marked(self, request: pb.MigrationRef, context: grpc.ServicerContext
                 ) -> tuple[Instance, MigrationMark | None]:
@@ -209,7 +214,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             instance = self._manager.get(request.vtpm_uuid)
         except ManagerError:
             context.abort(grpc.StatusCode.NOT_FOUND,
-                       f"no vTPM {request.vtpm_uuid} on {self._identity.host_name}")
+                          f"no vTPM {request.vtpm_uuid} on {self._identity.host_name}")
         mark = instance.record.migration
         wanted = request.migration_id.hex()
         if mark is None:
@@ -218,7 +223,7 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             return instance, None
         if mark.migration_id != wanted or mark.peer_host != peer:
             context.abort(grpc.StatusCode.NOT_FOUND,
-                       f"no migration {wanted} with {peer} here")
+                          f"no migration {wanted} with {peer} here")
         return instance, mark
 
     def _expire(self) -> None:

@@ -1,7 +1,7 @@
 """Settle vTPMs left marked by an interrupted migration, with their peer.
 
-- ``outgoing`` (this host is the source and never stored its decision): abort — tell
-  the destination to drop its copy (best effort) and serve the vTPM here again. Done
+- ``outgoing`` (this host is the source and never stored its decision): abort — serve
+  the vTPM here again, and tell the destination to drop its copy (best effort). Done
   once at start, before anything is served: no migration of this process is running.
 - ``incoming`` (this host holds a pending copy): ask the source's Status. "committed":
   activate; "aborted": drop the copy; no answer or "outgoing": ask again later.
@@ -29,7 +29,7 @@ from .identity import HostIdentity
 
 log = logging.getLogger("doms0.migration")
 POLL_SECONDS = 2.0
-CALL_TIMEOUT = 10.0
+CALL_TIMEOUT = 5.0
 
 
 class Resolver:
@@ -40,17 +40,22 @@ class Resolver:
         self._artifacts = artifacts
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._notify: list[tuple[MigrationMark, str, Instance]] = []
 
     def settle_at_start(self) -> None:
+        """Before anything is served: a migration this host never decided is aborted
+        here, locally (no network: a peer that does not answer must not delay the
+        start). Telling peers — Abort for those, Commit again for tombstones — is the
+        background thread's first pass."""
         for instance, mark in self._marked():
             if mark.state == "outgoing":
-                self._call(mark, "Abort", instance)
                 instance.remark(None)
+                self._notify.append((mark, "Abort", instance))
                 log.warning("vTPM %s: migration %s to %s was interrupted before its "
                             "decision; aborted, live here", instance.record.name,
                             mark.migration_id, mark.peer_host)
             elif mark.state == "migrated":
-                self._call(mark, "Commit", instance)
+                self._notify.append((mark, "Commit", instance))
 
     def settle_pending(self) -> int:
         """One pass over pending copies; returns how many remain undecided."""
@@ -78,6 +83,11 @@ class Resolver:
             self._thread.join(timeout=CALL_TIMEOUT)
 
     def _run(self) -> None:
+        for mark, method, instance in self._notify:
+            if self._stop.is_set():
+                return
+            self._call(mark, method, instance)
+        self._notify.clear()
         while not self._stop.wait(POLL_SECONDS):
             try:
                 self.settle_pending()
