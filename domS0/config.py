@@ -59,6 +59,9 @@ class Settings:
     tls_key: Path | None = None
     tls_ca: Path | None = None
     migration_code_digests: tuple[str, ...] = ("self",)
+    # A secret (32 bytes or more) shared by the hosts QEMU migrates VMs between: with it,
+    # control-socket state blobs carry the vTPM inside QEMU's own migration stream.
+    qemu_migration_key: Path | None = None
     config_file: Path | None = None  # set from --config; measured, never read from TOML
 
     def validate(self) -> Settings:
@@ -78,6 +81,9 @@ class Settings:
         if self.migration_listen and None in (self.tls_cert, self.tls_key, self.tls_ca):
             raise ConfigError("migration_listen needs tls_cert, tls_key and tls_ca (the "
                               "host's certificate from the hosts CA, its key, the CA)")
+        if self.qemu_migration_key is not None and not self.migration_listen:
+            raise ConfigError("qemu_migration_key needs migration_listen (and its TLS "
+                              "material): the destination claims the vTPM from the source")
         for digest in self.migration_code_digests:
             if digest != "self" and not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise ConfigError(f"migration_code_digests: {digest!r} is neither 'self' "
@@ -86,7 +92,7 @@ class Settings:
 
 
 _PATHS = {"state_dir", "run_dir", "approval_key", "measurement_log", "tls_cert", "tls_key",
-          "tls_ca"}
+          "tls_ca", "qemu_migration_key"}
 _INTS = {"measure_pcr", "nv_index", "srk_handle"}
 _BOOLS = {"production", "adopt_state"}
 

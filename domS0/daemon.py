@@ -31,6 +31,7 @@ from vtpm_manager.engines import engine_factory
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import state_manufacturer
+from vtpm_manager.migration.qemu_blob import MIN_KEY_BYTES
 from vtpm_manager.root import (
     ApprovalInvalid,
     PcrSelection,
@@ -51,6 +52,7 @@ from .imagestore import ImageStore
 from .migration.artifacts import Artifacts
 from .migration.identity import HostIdentity, IdentityError
 from .migration.listener import MigrationRuntime, MigrationSetupError, start_migration
+from .migration.qemu import QemuMigration
 from .rpc.attestation import AttestationServicer
 from .rpc.auth import TOKEN_FILE, ensure_token
 from .rpc.server import build_server
@@ -205,6 +207,21 @@ def migration_runtime(settings: Settings, manager: VtpmManager, root: RootOfTrus
     return runtime
 
 
+def qemu_migration(settings: Settings, migration: MigrationRuntime, artifacts: Artifacts
+                   ) -> QemuMigration | None:
+    """State blobs in QEMU's migration stream, when a shared key is configured."""
+    if settings.qemu_migration_key is None:
+        return None
+    try:
+        key = settings.qemu_migration_key.read_bytes()
+    except OSError as exc:
+        raise StartupError(f"cannot read the QEMU migration key: {exc}") from None
+    if len(key) < MIN_KEY_BYTES:
+        raise StartupError(f"the QEMU migration key {settings.qemu_migration_key} has "
+                           f"{len(key)} bytes; use {MIN_KEY_BYTES} or more random bytes")
+    return QemuMigration(migration.host.identity, key, artifacts, migration.host.address)
+
+
 def serve(settings: Settings) -> int:
     """Run DomS0 until SIGTERM/SIGINT; returns the process exit code."""
     state_dir = settings.state_dir
@@ -251,6 +268,7 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     if migration is not None:
+        sockets.qemu = qemu_migration(settings, migration, artifacts)
         migration.start()
     sockets.open_all()
     server.start()

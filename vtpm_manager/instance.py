@@ -140,6 +140,7 @@ class Instance:
         if not 0 <= locality <= MAX_LOCALITY:
             raise InvalidArgument(f"locality {locality} is out of range; use 0 to 4")
         with self.lock:
+            self.refuse_if_marked()    # before the holder: say where the vTPM went
             self._check_lease(lease)
             engine = self._require_engine()
             framing_error = check_frame(command)
@@ -217,6 +218,14 @@ class Instance:
             self._save(new)
             if mark is None and new.running and self._engine is None:
                 self._engine = self._launch(new.state)
+
+    def receive_state(self, mark: MigrationMark, state: bytes, *, running: bool,
+                      metadata: dict[str, str]) -> None:
+        """Store an arriving vTPM's state under its ``incoming`` mark (it does not run
+        until the source gives it up)."""
+        with self.lock:
+            self._save(replace(self.record, state=state, migration=mark, running=running,
+                               metadata=metadata))
 
     def _save(self, record: Record) -> None:
         self._store.save(record)

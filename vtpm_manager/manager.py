@@ -20,7 +20,7 @@ from pathlib import Path
 from .engines import ENGINE_NAMES, make_engine
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .instance import EngineFactory, Instance
-from .store import Record, StateStore, StateTampered
+from .store import MigrationMark, Record, StateStore, StateTampered
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_METADATA_ENTRIES = 32
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 1024
+#: The peer of a migration that travels inside QEMU's stream, before a host claims it.
+QEMU_PEER = "(QEMU migration stream)"
 
 
 def validate_name(name: str) -> None:
@@ -217,6 +219,34 @@ class VtpmManager:
             _refuse_if_held(instance, "stopping")
             instance.stop()
         return instance
+
+    def create_placeholder(self, name: str, vtpm_uuid: str, engine: str = "") -> Instance:
+        """A vTPM that will arrive in QEMU's migration stream: no TPM yet, an
+        ``incoming`` mark awaiting its state blob on the control socket (the UUID is
+        the source's, so the blob can be matched to it). A tombstone of the same vTPM
+        (it left this host once) becomes the placeholder, keeping its migration count."""
+        validate_name(name)
+        try:
+            vtpm_uuid = str(uuidlib.UUID(vtpm_uuid))
+        except ValueError:
+            raise InvalidArgument(f"incoming UUID {vtpm_uuid!r} is not a UUID") from None
+        engine = engine or self.default_engine
+        awaiting = MigrationMark("incoming", "", "", QEMU_PEER, 0)
+        with self._lock:
+            existing = self._instances.get(vtpm_uuid)
+        if existing is not None:
+            mark = existing.record.migration
+            if mark is None or mark.state != "migrated" or existing.record.name != name:
+                raise AlreadyExists(f"vTPM {vtpm_uuid} exists here as "
+                                    f"{existing.record.name} "
+                                    f"({'live' if mark is None else mark.state})")
+            existing.remark(awaiting)
+            log.info("vTPM %s (%s) awaits its return through QEMU", name, vtpm_uuid)
+            return existing
+        record = Record(uuid=vtpm_uuid, name=name, engine=engine,
+                        created_unix=int(time.time()), data_key=secrets.token_bytes(32),
+                        migration=awaiting)
+        return self.adopt_incoming(record)
 
     def adopt_incoming(self, record: Record) -> Instance:
         """Store a vTPM that arrives by migration, marked ``incoming`` (it does not run

@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-cert", help="this host's certificate from the hosts CA")
     serve.add_argument("--tls-key", help="its private key")
     serve.add_argument("--tls-ca", help="the hosts CA certificate(s) trusted for peers")
+    serve.add_argument("--qemu-migration-key", metavar="FILE", help="a secret (32+ bytes) "
+                       "shared with the other hosts: state blobs then carry the vTPM in "
+                       "QEMU's migration stream")
     serve.add_argument("--allow-code", action="append", dest="migration_code_digests",
                        metavar="HEX|self", help="a DomS0 code digest a destination may "
                        "run (repeatable; default: self, the same code as this one)")
@@ -128,7 +131,8 @@ def _load(args: argparse.Namespace) -> Settings:
              "listen", "run_dir", "default_engine", "log_format", "log_level", "host_pcrs",
              "measure_pcr", "approval_key", "nv_index", "srk_handle", "adopt_state",
              "host_name", "passthrough_tcti", "passthrough_host_pcrs", "migration_listen",
-             "tls_cert", "tls_key", "tls_ca", "migration_code_digests")
+             "tls_cert", "tls_key", "tls_ca", "migration_code_digests",
+             "qemu_migration_key")
     overrides: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     return load_settings(args.config, overrides)
 

@@ -68,7 +68,8 @@ def cmd_create(args: argparse.Namespace, channel: grpc.Channel) -> None:
     stub = pb_grpc.ManagerStub(channel)
     vtpm = stub.CreateVtpm(pb.CreateVtpmRequest(
         name=args.name, engine=args.engine or "", metadata=_parse_metadata(args.meta),
-        start=not args.stopped), timeout=RPC_TIMEOUT)
+        start=not args.stopped and not args.incoming, incoming_uuid=args.incoming or ""),
+        timeout=RPC_TIMEOUT)
     _print_vtpm(vtpm, args.json)
 
 
@@ -193,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: DomS0's; passthrough needs doms0 serve --passthrough-tcti")
     p.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--stopped", action="store_true", help="create without starting")
+    p.add_argument("--incoming", metavar="UUID", help="no new TPM: a placeholder for the "
+                   "vTPM with this UUID arriving in QEMU's migration stream")
     add("list", "list vTPMs", with_name=False)
     add("show", "show one vTPM")
     add("delete", "delete a vTPM and its state", with_json=False)

@@ -28,12 +28,16 @@ from tpm_emulator.server.swtpm_socket import Endpoint
 from vtpm_manager.errors import ManagerError
 from vtpm_manager.instance import Instance, Lease
 from vtpm_manager.manager import VtpmManager
+from vtpm_manager.migration.qemu_blob import is_qemu_blob
 from vtpm_manager.store import open_blob, seal_blob
+
+from ..migration.qemu import QemuMigration
 
 log = logging.getLogger(__name__)
 
 CAPS = (
     PLATFORM_CAPS | ctrl.Capability.GET_STATEBLOB | ctrl.Capability.SET_STATEBLOB
+    | ctrl.Capability.LOCK_STORAGE
     | ctrl.Capability.SET_DATAFD | ctrl.Capability.LOCK_STORAGE
 )
 RECV_BYTES = 65536
@@ -53,10 +57,12 @@ class LocalBackend:
     """
 
     def __init__(self, instance: Instance, holder: str,
-                 boot_measurer: BootMeasurer | None = None) -> None:
+                 boot_measurer: BootMeasurer | None = None,
+                 qemu: QemuMigration | None = None) -> None:
         self.instance = instance
         self.holder = holder
         self.boot_measurer = boot_measurer
+        self.qemu = qemu
         self._lease: Lease | None = None
         self._reset = False
 
@@ -96,7 +102,11 @@ class LocalBackend:
             raise BackendError(str(exc)) from exc
 
     def get_state_blob(self) -> bytes:
+        """With a QEMU migration key, the vTPM leaves in QEMU's stream (see
+        :mod:`domS0.migration.qemu`); without one, a blob only this vTPM reopens."""
         try:
+            if self.qemu is not None:
+                return self.qemu.export(self.instance, self._held())
             state = self.instance.export_state(self._held())
         except ManagerError as exc:
             raise BackendError(str(exc)) from exc
@@ -104,10 +114,27 @@ class LocalBackend:
 
     def set_state_blob(self, blob: bytes) -> None:
         try:
+            if self.qemu is not None and is_qemu_blob(blob):
+                self._held()
+                self.qemu.receive(self.instance, blob)
+                return
             state = open_blob(self.instance.record, blob)
             self.instance.replace_state(self._held(), state)
         except (ValueError, ManagerError) as exc:
             raise BackendError(str(exc)) from exc
+
+    def resume(self) -> None:
+        """INIT after a migration blob arrived: claim the vTPM from its source first."""
+        if self.qemu is None:
+            return
+        try:
+            self.qemu.claim(self.instance)
+        except ManagerError as exc:
+            raise BackendError(str(exc)) from exc
+
+    def lock_storage(self) -> None:
+        if self.qemu is not None:
+            self.qemu.resume_here(self.instance)
 
     def release(self) -> None:
         if self._lease is not None:
@@ -128,9 +155,10 @@ class _Connection:
     """One control connection and, once handed over, its data fd."""
 
     def __init__(self, conn: socket.socket, instance: Instance,
-                 boot_measurer: BootMeasurer | None = None) -> None:
+                 boot_measurer: BootMeasurer | None = None,
+                 qemu: QemuMigration | None = None) -> None:
         self.conn = conn
-        self.backend = LocalBackend(instance, _peer_name(conn), boot_measurer)
+        self.backend = LocalBackend(instance, _peer_name(conn), boot_measurer, qemu)
         self.session = ControlSession(self.backend, CAPS, instance.record.name)
         self.data: socket.socket | None = None
         self.closed = threading.Event()
@@ -221,6 +249,7 @@ class ControlSockets:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self._acceptor: threading.Thread | None = None
         self.boot_measurer: BootMeasurer | None = None  # set once the finalizer exists
+        self.qemu: QemuMigration | None = None  # set when a QEMU migration key is set
         manager.add_listener(self._on_event)
 
     def path_of(self, instance: Instance) -> str:
@@ -296,7 +325,7 @@ class ControlSockets:
                 with contextlib.suppress(BlockingIOError, OSError):
                     conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                     conn.setblocking(True)
-                    self._start(_Connection(conn, key.data, self.boot_measurer))
+                    self._start(_Connection(conn, key.data, self.boot_measurer, self.qemu))
 
     def _start(self, connection: _Connection) -> None:
         with self._lock:

@@ -36,6 +36,12 @@ class RemoteBackend:
     def set_state_blob(self, blob: bytes) -> None:
         raise BackendError("state blobs are served on DomS0's own control socket")
 
+    def resume(self) -> None:
+        """No state blob is taken here, so there is nothing to resume from."""
+
+    def lock_storage(self) -> None:
+        """DomS0 owns the storage; nothing to re-lock from an attach."""
+
 
 def parse_swtpm_address(text: str) -> tuple[Endpoint, Endpoint]:
     """``HOST:PORT`` -> data PORT, control PORT+1; ``unix:PATH`` -> PATH, PATH.ctrl.

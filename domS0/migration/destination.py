@@ -34,6 +34,7 @@ from ..rpc.status import status_of
 from .artifacts import Artifacts
 from .failpoints import reach
 from .identity import HostIdentity, IdentityError, peer_certificate
+from .qemu_claim import claim_answer
 
 log = logging.getLogger("doms0.migration")
 
@@ -180,6 +181,18 @@ class MigrationServicer(pb_grpc.MigrationServicer):
                               f"migration {mark.migration_id} is not with {peer}")
             state = {"migrated": "committed", "outgoing": "outgoing",
                      "incoming": "pending"}[mark.state]
+        return pb.MigrationStatus(state=state)
+
+    def Claim(self, request: pb.MigrationRef, context: grpc.ServicerContext
+              ) -> pb.MigrationStatus:
+        peer = _peer_name(context)
+        try:
+            instance = self._manager.get(request.vtpm_uuid)
+        except ManagerError:
+            return pb.MigrationStatus(state="aborted")
+        state = claim_answer(instance, request.migration_id.hex(), peer)
+        if state == "committed":
+            self._artifacts.forget(instance.record.uuid)
         return pb.MigrationStatus(state=state)
 
     # -- helpers ---------------------------------------------------------------------

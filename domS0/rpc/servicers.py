@@ -38,7 +38,9 @@ def to_message(instance: Instance, control_socket: str = "") -> pb.Vtpm:
         holder=instance.holder or "",
         metadata=record.metadata,
         created_unix=record.created_unix,
-        control_socket=control_socket if instance.running else "",
+        # A placeholder awaiting QEMU's stream has its socket before it runs.
+        control_socket=control_socket
+        if instance.running or (mark is not None and mark.state == "incoming") else "",
         migration=pb.MigrationInfo(
             state=mark.state, peer_address=mark.peer_address, peer_host=mark.peer_host,
             generation=mark.generation, migration_id=mark.migration_id)
@@ -66,9 +68,14 @@ class ManagerServicer(pb_grpc.ManagerServicer):
                    context: grpc.ServicerContext) -> pb.Vtpm:
         started = time.perf_counter()
         try:
-            instance = self._manager.create(
-                request.name, request.engine, dict(request.metadata), request.start
-            )
+            if request.incoming_uuid:
+                instance = self._manager.create_placeholder(request.name,
+                                                            request.incoming_uuid,
+                                                            request.engine)
+            else:
+                instance = self._manager.create(
+                    request.name, request.engine, dict(request.metadata), request.start
+                )
             return self._message(instance)
         finally:
             self._logged("CreateVtpm", context, request.name, started)

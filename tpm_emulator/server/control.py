@@ -48,6 +48,10 @@ class Backend(Protocol):
     def power_cycle(self, delete_volatile: bool) -> None: ...
     def get_state_blob(self) -> bytes: ...
     def set_state_blob(self, blob: bytes) -> None: ...
+    def resume(self) -> None:
+        """CMD_INIT after SET_STATEBLOB: the TPM continues from the state it was given."""
+    def lock_storage(self) -> None:
+        """CMD_LOCK_STORAGE: the VM runs here again after handing out its state."""
 
 
 @dataclass
@@ -114,6 +118,7 @@ class ControlSession:
                 return Outcome(ctrl.CapabilityResponse(caps=int(self.caps)).encode())
             case ctrl.Init(flags=flags):
                 if self.resume_pending:
+                    self.backend.resume()
                     self.resume_pending = False
                 else:
                     delete = bool(flags & ctrl.InitFlag.DELETE_VOLATILE)
@@ -133,9 +138,12 @@ class ControlSession:
             case ctrl.ResetTpmEstablished():
                 self.established = False
                 return Outcome(ok)
-            case ctrl.CancelTpmCmd() | ctrl.StoreVolatile() | ctrl.LockStorage():
+            case ctrl.LockStorage():
+                self.backend.lock_storage()
+                return Outcome(ok)
+            case ctrl.CancelTpmCmd() | ctrl.StoreVolatile():
                 # Commands run to completion and state is committed after each one,
-                # so there is nothing to cancel, store or lock.
+                # so there is nothing to cancel or store.
                 return Outcome(ok)
             case ctrl.Stop():
                 self.halted = True

@@ -81,3 +81,9 @@ class LocalBackend:
             except StateFormatError as exc:
                 raise BackendError(str(exc)) from exc
             self._persist()
+
+    def resume(self) -> None:
+        """The restored snapshot already holds the TPM's whole state: nothing to do."""
+
+    def lock_storage(self) -> None:
+        """One process owns its state directory: nothing to re-lock."""

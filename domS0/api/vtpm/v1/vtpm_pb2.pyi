@@ -91,7 +91,7 @@ class MigrateProgress(_message.Message):
     def __init__(self, step: _Optional[str] = ..., message: _Optional[str] = ..., percent: _Optional[int] = ...) -> None: ...
 
 class CreateVtpmRequest(_message.Message):
-    __slots__ = ("name", "engine", "metadata", "start")
+    __slots__ = ("name", "engine", "metadata", "start", "incoming_uuid")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -103,11 +103,13 @@ class CreateVtpmRequest(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
+    INCOMING_UUID_FIELD_NUMBER: _ClassVar[int]
     name: str
     engine: str
     metadata: _containers.ScalarMap[str, str]
     start: bool
-    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., start: _Optional[bool] = ...) -> None: ...
+    incoming_uuid: str
+    def __init__(self, name: _Optional[str] = ..., engine: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., start: _Optional[bool] = ..., incoming_uuid: _Optional[str] = ...) -> None: ...
 
 class GetVtpmRequest(_message.Message):
     __slots__ = ("vtpm",)

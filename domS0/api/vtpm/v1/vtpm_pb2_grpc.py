@@ -872,6 +872,11 @@ class MigrationStub:
                 request_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
                 response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
                 _registered_method=True)
+        self.Claim = channel.unary_unary(
+                '/vtpm.v1.Migration/Claim',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
+                _registered_method=True)
 
 
 class MigrationServicer:
@@ -916,6 +921,15 @@ class MigrationServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Claim(self, request, context):
+        """A destination that received the vTPM inside QEMU's stream asks its source to give
+        it up; "committed" (the source stored its tombstone) or "aborted" (the VM resumed
+        on the source, which kept it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MigrationServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -941,6 +955,11 @@ def add_MigrationServicer_to_server(servicer, server):
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.SerializeToString,
+            ),
+            'Claim': grpc.unary_unary_rpc_method_handler(
+                    servicer.Claim,
                     request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.FromString,
                     response_serializer=vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.SerializeToString,
             ),
@@ -1080,6 +1099,33 @@ class Migration:
             request,
             target,
             '/vtpm.v1.Migration/Status',
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Claim(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Migration/Claim',
             vtpm_dot_v1_dot_vtpm__pb2.MigrationRef.SerializeToString,
             vtpm_dot_v1_dot_vtpm__pb2.MigrationStatus.FromString,
             options,
