@@ -30,6 +30,7 @@ from tpm2_pytss.types import (
 
 from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from domS0.demo import SAMPLE_CMDLINE, write_sample_domain
 from domS0.harness import Doms0Process, MigrationNode, create_hosts_ca
 from domS0.migration.identity import HostIdentity
 from tests.conftest import require_tool
@@ -256,6 +257,34 @@ def test_clock_and_counters_do_not_go_back(nodes: Nodes) -> None:
     assert clock >= before[0], (before, after)
     assert reset_count >= before[1], (before, after)
     assert restart_count >= before[2], (before, after)
+
+
+def quote_clock(doms0: Doms0Process, out: Path, manifest: Path, ca: Path) -> dict[str, Any]:
+    """A fresh quote, verified against the build's manifest; its signed clock fields."""
+    nonce = secrets.token_hex(16)
+    ok(vtpmctl(doms0, "quote", "dom1", "--nonce", nonce, "--out", out))
+    ok(vtpmctl(doms0, "verify", out, "--manifest", manifest, "--ca", ca, "--nonce", nonce))
+    evidence = json.loads((out / "evidence.json").read_text())
+    return dict(evidence["clock_info"])
+
+
+def test_a_quote_after_migration_verifies_and_its_clock_does_not_go_back(
+        nodes: Nodes, tmp_path: Path) -> None:
+    _a, da = nodes("host-a")
+    b, db = nodes("host-b")
+    kernel, initrd = write_sample_domain(tmp_path / "domain")
+    manifest = tmp_path / "manifest.json"
+    ok(vtpmctl(da, "build", "dom1", "--kernel", kernel, "--initrd", initrd, "--cmdline",
+               SAMPLE_CMDLINE, "--engine", "swtpm", "--manifest-out", manifest))
+    ok(vtpmctl(da, "certs", "dom1", "--out", tmp_path / "certs"))
+    ca = tmp_path / "certs" / "ca.pem"
+    before = quote_clock(da, tmp_path / "before", manifest, ca)
+    ok(migrate(da, "dom1", b))
+    after = quote_clock(db, tmp_path / "after", manifest, ca)
+    assert after["clock"] >= before["clock"], (before, after)
+    assert after["reset_count"] >= before["reset_count"], (before, after)
+    assert after["restart_count"] >= before["restart_count"], (before, after)
+    assert after["safe"]
 
 
 def test_migration_service_refuses_replays_and_second_copies(nodes: Nodes) -> None:
