@@ -62,6 +62,13 @@ class Settings:
     # A secret (32 bytes or more) shared by the hosts QEMU migrates VMs between: with it,
     # control-socket state blobs carry the vTPM inside QEMU's own migration stream.
     qemu_migration_key: Path | None = None
+    # Access control (XSM-style hooks): the security modules, primary first ("dummy",
+    # "acm", or "acm,dummy"); permissive logs denials without enforcing them; the audit
+    # log records every denial (and every permit with audit_permits).
+    security_modules: str = "dummy"
+    permissive: bool = False
+    audit_log: Path | None = None  # default STATE_DIR/security/audit.log
+    audit_permits: bool = False
     config_file: Path | None = None  # set from --config; measured, never read from TOML
 
     def validate(self) -> Settings:
@@ -81,6 +88,10 @@ class Settings:
         if self.migration_listen and None in (self.tls_cert, self.tls_key, self.tls_ca):
             raise ConfigError("migration_listen needs tls_cert, tls_key and tls_ca (the "
                               "host's certificate from the hosts CA, its key, the CA)")
+        modules = self.security_modules.split(",")
+        if not 1 <= len(modules) <= 2 or any(m not in ("dummy", "acm") for m in modules):
+            raise ConfigError(f"security_modules must be one or two of dummy, acm "
+                              f"(primary first), not {self.security_modules!r}")
         if self.qemu_migration_key is not None and not self.migration_listen:
             raise ConfigError("qemu_migration_key needs migration_listen (and its TLS "
                               "material): the destination claims the vTPM from the source")
@@ -92,9 +103,9 @@ class Settings:
 
 
 _PATHS = {"state_dir", "run_dir", "approval_key", "measurement_log", "tls_cert", "tls_key",
-          "tls_ca", "qemu_migration_key"}
+          "tls_ca", "qemu_migration_key", "audit_log"}
 _INTS = {"measure_pcr", "nv_index", "srk_handle"}
-_BOOLS = {"production", "adopt_state"}
+_BOOLS = {"production", "adopt_state", "permissive", "audit_permits"}
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
