@@ -9,6 +9,7 @@ checked by the verifier against the vTPM CA; nothing here needs to be trusted.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -51,11 +52,14 @@ class Certificates:
 
 class Attestor:
     def __init__(self, manager: VtpmManager, ca: VtpmCA | None,
-                 records: AttestationStore, root: RootOfTrust | None = None) -> None:
+                 records: AttestationStore, root: RootOfTrust | None = None,
+                 policy_digest: Callable[[], bytes] = lambda: bytes(32)) -> None:
         self._manager = manager
         self._ca = ca
         self._records = records
         self._root = root
+        #: The access-control policy DomS0 enforces now (zeros: none loaded).
+        self._policy_digest = policy_digest
 
     def _enrolled(self, instance: Instance) -> EnrolledAk:
         enrolled = self._records.enrolled(instance.record.uuid)
@@ -103,14 +107,15 @@ class Attestor:
         return replace(evidence, deep_quote=self._deep(root, evidence,
                                                       enrolled.ek_certificate_pem))
 
-    @staticmethod
-    def _deep(root: TpmRoot, evidence: Evidence, ek_certificate_pem: bytes) -> dict[str, Any]:
+    def _deep(self, root: TpmRoot, evidence: Evidence, ek_certificate_pem: bytes
+              ) -> dict[str, Any]:
         """Quote the host TPM over its boot PCRs and DomS0's measurement PCR, binding the
-        vTPM quote just made, its UUID, its EK name and the KEK's sealing policy."""
+        vTPM quote just made, its UUID, its EK name and the digest of the access-control
+        policy DomS0 enforces."""
         host_pcrs = DEFAULT_HOST_PCRS if root.measure_pcr is None else \
             f"{DEFAULT_HOST_PCRS},{root.measure_pcr}"
         ek_name = ek_name_from_certificate(ek_certificate_pem)
-        policy = root.record.auth_policy
+        policy = self._policy_digest()
         try:
             made = deep_quote(TCTILdr.parse(root.tcti), evidence.attest, evidence.vtpm_uuid,
                               ek_name, policy, host_pcrs)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from domS0.security.principal import parse_principal
 from vtpm_manager.root.policy import MAX_PCR, PcrSelection, SelectionError
 
 DEFAULT_LISTEN = "127.0.0.1:7340"
@@ -69,6 +70,14 @@ class Settings:
     permissive: bool = False
     audit_log: Path | None = None  # default STATE_DIR/security/audit.log
     audit_permits: bool = False
+    # Callers' identities: TCP listeners use mutual TLS with the callers CA in
+    # STATE_DIR/tls unless insecure_loopback (plain TCP on loopback only, bearer
+    # tokens). On a unix:PATH listener the peer's uid/gid name the principal:
+    # {"uid:N" | "gid:N" = "admin:NAME" | "domain:NAME" | "peer:HOST"}, uid entries
+    # first; DomS0's own uid is admin:local unless unix_self_admin is false.
+    insecure_loopback: bool = False
+    unix_principals: tuple[tuple[str, str], ...] = ()
+    unix_self_admin: bool = True
     config_file: Path | None = None  # set from --config; measured, never read from TOML
 
     def validate(self) -> Settings:
@@ -95,6 +104,16 @@ class Settings:
         if self.qemu_migration_key is not None and not self.migration_listen:
             raise ConfigError("qemu_migration_key needs migration_listen (and its TLS "
                               "material): the destination claims the vTPM from the source")
+        for key, value in self.unix_principals:
+            if not re.fullmatch(r"(uid|gid):[0-9]+", key):
+                raise ConfigError(f"unix_principals: {key!r} is not uid:N or gid:N")
+            try:
+                parse_principal(value)
+            except ValueError as exc:
+                raise ConfigError(f"unix_principals {key!r}: {exc}") from None
+        if self.insecure_loopback and self.listen.startswith("unix:"):
+            raise ConfigError("insecure_loopback is for a TCP listen address on loopback; "
+                              "a unix:PATH listener authenticates by peer credentials")
         for digest in self.migration_code_digests:
             if digest != "self" and not re.fullmatch(r"[0-9a-f]{64}", digest):
                 raise ConfigError(f"migration_code_digests: {digest!r} is neither 'self' "
@@ -105,7 +124,8 @@ class Settings:
 _PATHS = {"state_dir", "run_dir", "approval_key", "measurement_log", "tls_cert", "tls_key",
           "tls_ca", "qemu_migration_key", "audit_log"}
 _INTS = {"measure_pcr", "nv_index", "srk_handle"}
-_BOOLS = {"production", "adopt_state", "permissive", "audit_permits"}
+_BOOLS = {"production", "adopt_state", "permissive", "audit_permits", "insecure_loopback",
+          "unix_self_admin"}
 
 
 def load_settings(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
@@ -139,6 +159,12 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, bool):
                 raise ConfigError(f"setting {key} must be true or false, not {value!r}")
             out[key] = value
+        elif key == "unix_principals":
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ConfigError('setting unix_principals must be a table of strings, e.g. '
+                                  '{ "uid:1000" = "domain:vm1" }')
+            out[key] = tuple(sorted(value.items()))
         elif key in ("policy_files", "migration_code_digests"):
             if isinstance(value, str) or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"setting {key} must be a list of strings")

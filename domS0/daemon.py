@@ -22,12 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+import grpc
 from grpc_health.v1 import health_pb2
 
 from vtpm_manager.ca import CAError, VtpmCA
 from vtpm_manager.counter import CounterError
 from vtpm_manager.durable import atomic_write
 from vtpm_manager.engines import engine_factory
+from vtpm_manager.instance import Instance
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import state_manufacturer
@@ -54,9 +56,17 @@ from .migration.identity import HostIdentity, IdentityError
 from .migration.listener import MigrationRuntime, MigrationSetupError, start_migration
 from .migration.qemu import QemuMigration
 from .rpc.attestation import AttestationServicer
-from .rpc.auth import TOKEN_FILE, ensure_token
+from .rpc.auth import TOKEN_FILE, AuthInterceptor, IssuedTokens, ensure_token
 from .rpc.server import build_server
 from .sealer import Sealer
+from .security.gate import target_of
+from .security.hooks import Action, Request
+from .security.identity import IdentityError as TlsError
+from .security.identity import ServerTls, ensure_tls, private_dir
+from .security.principal import Principal, parse_principal
+from .security.setup import Security, open_security
+from .security.store import SecurityStateError
+from .security.unix_relay import UnixPrincipals, UnixRelay
 
 log = logging.getLogger("doms0")
 
@@ -64,6 +74,8 @@ LOCK_FILE = "doms0.lock"
 LISTEN_FILE = "doms0.listen"
 MIGRATION_LISTEN_FILE = "doms0.migration.listen"
 RECORDS_DIR = "vtpms"
+INTERNAL_DIR = "grpc-internal"      # in the run dir: the Unix relay's mutual-TLS target
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "[::1]", "localhost")
 
 
 class StartupError(Exception):
@@ -174,7 +186,7 @@ def _manufacturer(settings: Settings, ca: VtpmCA) -> Callable[[Record], bytes | 
 
 
 def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
-                        sockets: ControlSockets, artifacts: Artifacts,
+                        sockets: ControlSockets, artifacts: Artifacts, security: Security,
                         root: RootOfTrust | None = None) -> AttestationServicer:
     """Finalizer and attestor, sharing the image store and the per-vTPM sidecars
     (removed with their vTPM). The control sockets measure every boot of a built
@@ -184,12 +196,39 @@ def attestation_service(settings: Settings, manager: VtpmManager, ca: VtpmCA,
                          if event == "deleted" else None)
     finalizer = Finalizer(manager, ca, host_name(settings), records, sockets.path_of, images)
     sockets.boot_measurer = finalizer.measure_boot
-    return AttestationServicer(finalizer, Attestor(manager, ca, records, root), images,
-                               sockets.path_of, Sealer(manager))
+    attestor = Attestor(manager, ca, records, root, lambda: security.policy_digest)
+    return AttestationServicer(finalizer, attestor, images, sockets.path_of, manager,
+                               security.gate, Sealer(manager))
+
+
+def open_security_for(settings: Settings, kek: KeyEncryptionKey, manager: VtpmManager
+                      ) -> Security:
+    """The hooks' decision side: modules, ACM policy and labels, groups, audit log."""
+    try:
+        claim, _ = selfmeasure.measurement_claim(settings.config_file, settings.policy_files)
+        return open_security(
+            settings.state_dir, kek, manager, settings.security_modules,
+            (claim.code_digest, claim.digest()), permissive=settings.permissive,
+            audit_log=settings.audit_log, audit_permits=settings.audit_permits)
+    except (SecurityStateError, selfmeasure.MeasurementError) as exc:
+        raise StartupError(f"security state: {exc}") from None
+
+
+def boot_guard(security: Security) -> Callable[[Instance], str | None]:
+    """At start, a vTPM that was running restarts only if the policy lets it run here
+    (Chinese Wall, approval groups), as the operating system would ask it."""
+    system = Principal("admin", "doms0", "start")
+
+    def may_start(instance: Instance) -> str | None:
+        decision = security.gate.server.decide(
+            Request(system, Action.START, target_of(instance)))
+        return None if decision.permitted else f"{decision.module}: {decision.rule}"
+
+    return may_start
 
 
 def migration_runtime(settings: Settings, manager: VtpmManager, root: RootOfTrust,
-                      artifacts: Artifacts) -> MigrationRuntime | None:
+                      artifacts: Artifacts, security: Security) -> MigrationRuntime | None:
     """The migration listener, when one is configured (its address file too)."""
     if not settings.migration_listen:
         return None
@@ -199,7 +238,7 @@ def migration_runtime(settings: Settings, manager: VtpmManager, root: RootOfTrus
         claim, _ = selfmeasure.measurement_claim(settings.config_file, settings.policy_files)
         runtime = start_migration(settings.migration_listen, identity, manager, root,
                                   artifacts, claim, settings.measurement_log,
-                                  settings.migration_code_digests)
+                                  settings.migration_code_digests, security)
     except (IdentityError, MigrationSetupError, selfmeasure.MeasurementError) as exc:
         raise StartupError(str(exc)) from None
     atomic_write(settings.state_dir / MIGRATION_LISTEN_FILE,
@@ -207,8 +246,8 @@ def migration_runtime(settings: Settings, manager: VtpmManager, root: RootOfTrus
     return runtime
 
 
-def qemu_migration(settings: Settings, migration: MigrationRuntime, artifacts: Artifacts
-                   ) -> QemuMigration | None:
+def qemu_migration(settings: Settings, migration: MigrationRuntime, artifacts: Artifacts,
+                   security: Security) -> QemuMigration | None:
     """State blobs in QEMU's migration stream, when a shared key is configured."""
     if settings.qemu_migration_key is None:
         return None
@@ -219,12 +258,85 @@ def qemu_migration(settings: Settings, migration: MigrationRuntime, artifacts: A
     if len(key) < MIN_KEY_BYTES:
         raise StartupError(f"the QEMU migration key {settings.qemu_migration_key} has "
                            f"{len(key)} bytes; use {MIN_KEY_BYTES} or more random bytes")
-    return QemuMigration(migration.host.identity, key, artifacts, migration.host.address)
+    return QemuMigration(migration.host.identity, key, artifacts, migration.host.address,
+                         security.gate)
+
+
+def check_listen(settings: Settings) -> None:
+    """Plain TCP is allowed on loopback only, and only when asked for."""
+    if settings.listen.startswith("unix:") or not settings.insecure_loopback:
+        return
+    host = settings.listen.rsplit(":", 1)[0]
+    if host not in LOOPBACK_HOSTS:
+        raise StartupError(f"--insecure-loopback serves plain TCP on loopback only, not on "
+                           f"{host}; listen on 127.0.0.1:PORT, or drop the flag for mutual "
+                           f"TLS (doms0 issue PRINCIPAL makes client certificates)")
+
+
+def ensure_identities(settings: Settings) -> None:
+    """The callers CA and DomS0's server certificate (created once, never replaced)."""
+    try:
+        if ensure_tls(settings.state_dir, host_name(settings)):
+            log.info("created the callers CA and server certificate in %s/tls",
+                     settings.state_dir)
+    except (TlsError, OSError) as exc:
+        raise StartupError(f"cannot create DomS0's TLS material: {exc}") from None
+
+
+class Listener:
+    """How callers reach DomS0 and prove who they are: the gRPC bind address, its
+    credentials (None: plain TCP), the interceptor, and the Unix relay if any."""
+
+    def __init__(self, settings: Settings, run_root: Path) -> None:
+        state_dir = settings.state_dir
+        ensure_identities(settings)
+        try:
+            tls = ServerTls.load(state_dir)
+        except TlsError as exc:
+            raise StartupError(str(exc)) from None
+        self.relay: UnixRelay | None = None
+        self.credentials: grpc.ServerCredentials | None = grpc.ssl_server_credentials(
+            [(tls.key_pem, tls.cert_pem)], root_certificates=tls.ca_pem,
+            require_client_auth=True)
+        token = ensure_token(state_dir)
+        if settings.listen.startswith("unix:"):
+            internal = private_dir(run_root / INTERNAL_DIR) / "grpc.sock"
+            self.bind = f"unix:{internal}"
+            principals = UnixPrincipals(
+                {key: parse_principal(value) for key, value in settings.unix_principals},
+                self_admin=settings.unix_self_admin)
+            self.relay = UnixRelay(Path(settings.listen[len("unix:"):]), internal, tls.ca,
+                                   tls.ca_pem, principals)
+            self.interceptor = AuthInterceptor(tls.ca)
+        elif settings.insecure_loopback:
+            self.bind = settings.listen
+            self.credentials = None
+            self.interceptor = AuthInterceptor(
+                tls.ca, admin_token=token, token_path=state_dir / TOKEN_FILE,
+                issued=IssuedTokens(state_dir))
+            log.warning("INSECURE: serving plain TCP on %s (--insecure-loopback): callers "
+                        "authenticate with bearer tokens only, and any local process can "
+                        "connect; use mutual TLS outside development", settings.listen)
+        else:
+            self.bind = settings.listen
+            self.interceptor = AuthInterceptor(tls.ca)
+
+    def start(self) -> None:
+        if self.relay is not None:
+            try:
+                self.relay.start()
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {self.relay.path}: {exc}") from None
+
+    def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
 
 
 def serve(settings: Settings) -> int:
     """Run DomS0 until SIGTERM/SIGINT; returns the process exit code."""
     state_dir = settings.state_dir
+    check_listen(settings)
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     lock_fd = _lock_state_dir(state_dir)
     try:
@@ -241,22 +353,24 @@ def serve(settings: Settings) -> int:
         manager = VtpmManager(store, run_root, settings.default_engine,
                               factory=engine_factory(_engine_options(settings)),
                               manufacturer=_manufacturer(settings, ca))
+        listener = Listener(settings, run_root)
     except BaseException:
         if own_run_root:
             shutil.rmtree(run_root, ignore_errors=True)
         os.close(lock_fd)
         raise
-    failures = manager.load()
+    security = open_security_for(settings, kek, manager)
+    failures = manager.load(may_start=boot_guard(security))
     log.info("loaded %d vTPM(s), refused %d", len(manager.list()), len(failures))
 
-    sockets = ControlSockets(manager, run_root)
-    token = ensure_token(state_dir)
+    sockets = ControlSockets(manager, run_root, security.gate)
     artifacts = Artifacts(AttestationStore(state_dir), ImageStore(state_dir))
-    migration = migration_runtime(settings, manager, root, artifacts)
+    migration = migration_runtime(settings, manager, root, artifacts, security)
     server, health, port = build_server(
-        manager, settings.listen, token, state_dir / TOKEN_FILE, sockets.path_of,
-        attestation_service(settings, manager, ca, sockets, artifacts, root),
+        manager, listener.bind, listener.interceptor, sockets.path_of, security,
+        attestation_service(settings, manager, ca, sockets, artifacts, security, root),
         migration.host if migration is not None else None,
+        credentials=listener.credentials,
     )
     stopping = threading.Event()
 
@@ -268,21 +382,23 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     if migration is not None:
-        sockets.qemu = qemu_migration(settings, migration, artifacts)
+        sockets.qemu = qemu_migration(settings, migration, artifacts, security)
         migration.start()
     sockets.open_all()
     server.start()
     address = settings.listen if settings.listen.startswith("unix:") else \
         f"{settings.listen.rsplit(':', 1)[0]}:{port}"
-    atomic_write(state_dir / LISTEN_FILE, (address + "\n").encode(), mode=0o644)
-    log.info("DomS0 serving on %s (state %s, run dir %s)", address, state_dir, run_root)
     try:
+        listener.start()
+        atomic_write(state_dir / LISTEN_FILE, (address + "\n").encode(), mode=0o644)
+        log.info("DomS0 serving on %s (state %s, run dir %s)", address, state_dir, run_root)
         stopping.wait()
     finally:
         health.enter_graceful_shutdown()
         for name in ("",):
             health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         server.stop(settings.grace_seconds).wait()
+        listener.stop()
         if migration is not None:
             migration.stop(settings.grace_seconds)
         sockets.close_all()
@@ -312,6 +428,7 @@ def provision(settings: Settings, force: bool = False) -> RootOfTrust:
         if settings.root_tpm == SOFTWARE_ROOT:
             root: RootOfTrust = SoftwareRoot(state_dir)
             root.open()
+            ensure_identities(settings)
             return root
         if (state_dir / "root" / "root.json").exists() and not force:
             raise StartupError(f"a host TPM root is already provisioned in {state_dir}/root; "
@@ -334,6 +451,7 @@ def provision(settings: Settings, force: bool = False) -> RootOfTrust:
             nv_index=settings.nv_index, srk_handle=settings.srk_handle, force=force)
         if tpm_root.record.mode == "pcr":
             tpm_root.open()
+        ensure_identities(settings)
         return tpm_root
     except (RootRefused, ApprovalInvalid, selfmeasure.MeasurementError) as exc:
         raise StartupError(str(exc)) from None

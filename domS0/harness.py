@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from domS0.client.channel import open_channel
+from domS0.client.channel import ClientTls, open_channel
 
 READY_TIMEOUT = 30.0
 
@@ -47,14 +47,25 @@ def _port_free(port: int) -> bool:
 
 
 class Doms0Process:
-    """One ``doms0 serve`` child process."""
+    """One ``doms0 serve`` child process.
+
+    By default it serves plain TCP (``--insecure-loopback``) and callers present the
+    administrator's token; with ``tls=True`` it serves mutual TLS, and the harness
+    issues an ``admin:harness`` client certificate (``doms0 issue``) for
+    :meth:`channel` and :meth:`env`."""
 
     def __init__(self, state_dir: Path, *, engine: str = "builtin",
-                 extra_args: tuple[str, ...] = (), log_format: str = "text") -> None:
+                 extra_args: tuple[str, ...] = (), log_format: str = "text",
+                 tls: bool = False, unix_socket: Path | None = None) -> None:
         self.state_dir = state_dir
+        #: Serve on this Unix socket (peer credentials) instead of loopback TCP.
+        self.unix_socket = unix_socket
         self.engine = engine
         self.extra_args = extra_args
         self.log_format = log_format
+        self.tls = tls
+        #: Where the harness's admin client certificate goes (tls=True).
+        self.client_dir = state_dir.parent / f"{state_dir.name}.client"
         self.log_path = state_dir.parent / f"{state_dir.name}.doms0.log"
         # Sockets need short paths (108 bytes), so the run dir sits in /tmp; it is
         # made here and removed by stop(), so even a killed DomS0 leaves nothing.
@@ -66,7 +77,13 @@ class Doms0Process:
 
     @property
     def address(self) -> str:
+        if self.unix_socket is not None:
+            return f"unix:{self.unix_socket}"
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def _uses_tls(self) -> bool:
+        return self.tls and self.unix_socket is None
 
     @property
     def token_file(self) -> Path:
@@ -86,6 +103,7 @@ class Doms0Process:
             [sys.executable, "-m", "domS0.cli.doms0", "serve", "--state-dir",
              str(self.state_dir), "--listen", self.address, "--default-engine", self.engine,
              "--log-format", self.log_format, "--run-dir", str(self.run_dir),
+             *(() if self.tls or self.unix_socket else ("--insecure-loopback",)),
              *self.extra_args],
             stdout=log, stderr=log, env={**os.environ, **self.extra_env},
         )
@@ -99,13 +117,31 @@ class Doms0Process:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"doms0 exited with {self.proc.returncode}:\n{self.log()}")
-            if (self.state_dir / "doms0.listen").exists() and self._healthy():
-                return
+            if (self.state_dir / "doms0.listen").exists():
+                if self._uses_tls and not (self.client_dir / "client.pem").exists():
+                    self.issue("admin:harness", self.client_dir)
+                if self._healthy():
+                    return
             time.sleep(0.05)
         raise RuntimeError(f"doms0 not serving after {READY_TIMEOUT} s:\n{self.log()}")
 
+    def issue(self, principal: str, out: Path, token: bool = False) -> Path:
+        """``doms0 issue PRINCIPAL`` for this DomS0's state dir; returns ``out``."""
+        _doms0("issue", principal, "--state-dir", str(self.state_dir), "--out", str(out),
+               *(("--token",) if token else ()))
+        return out
+
+    @property
+    def client_tls(self) -> ClientTls | None:
+        if not self._uses_tls:
+            return None
+        return ClientTls.load(self.client_dir / "client.pem", self.client_dir / "client.key",
+                              self.client_dir / "ca.pem")
+
     def _healthy(self) -> bool:
-        with grpc.insecure_channel(self.address) as channel:
+        tls = self.client_tls
+        with (grpc.secure_channel(self.address, tls.credentials()) if tls is not None
+              else grpc.insecure_channel(self.address)) as channel:
             try:
                 reply = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=1.0)
@@ -114,6 +150,10 @@ class Doms0Process:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     def channel(self) -> grpc.Channel:
+        if self.unix_socket is not None:
+            return open_channel(self.address)
+        if self.tls:
+            return open_channel(self.address, tls=self.client_tls)
         return open_channel(self.address, self.token)
 
     def log(self) -> str:
@@ -143,6 +183,13 @@ class Doms0Process:
 
     def env(self) -> dict[str, str]:
         """Environment for vtpmctl aimed at this DomS0."""
+        if self.unix_socket is not None:
+            return {**os.environ, "VTPM_SERVER": self.address}
+        if self.tls:
+            return {**os.environ, "VTPM_SERVER": self.address,
+                    "VTPM_CERT": str(self.client_dir / "client.pem"),
+                    "VTPM_KEY": str(self.client_dir / "client.key"),
+                    "VTPM_CA": str(self.client_dir / "ca.pem")}
         return {**os.environ, "VTPM_SERVER": self.address,
                 "VTPM_TOKEN_FILE": str(self.token_file)}
 

@@ -503,7 +503,7 @@ def test_version_1_store_is_adopted_once_then_protected(host: Host) -> None:
     store, _report, records, failures = host.boot(adopt=True)
     assert (records, failures) == ([a], [])
     store.save(a.with_state(b"migrated"))
-    assert path.read_bytes()[8:10] == b"\x00\x02" and stamp_of(store, a).generation == 1
+    assert path.read_bytes()[8:10] == b"\x00\x03" and stamp_of(store, a).generation == 1
     store.close_epoch()
 
     path.write_bytes(v1)  # the version 1 file put back is an older copy now

@@ -27,3 +27,7 @@ class FailedPrecondition(ManagerError):
 
 class Unavailable(ManagerError):
     """The engine or the store cannot serve right now; retrying may help."""
+
+
+class PermissionDenied(ManagerError):
+    """The caller is authenticated but the security policy refuses the operation."""

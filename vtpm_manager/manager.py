@@ -99,11 +99,14 @@ class VtpmManager:
 
     # -- start and stop of the whole manager -----------------------------------------
 
-    def load(self) -> list[StateTampered]:
+    def load(self, may_start: Callable[[Instance], str | None] | None = None
+             ) -> list[StateTampered]:
         """Read every record; start the vTPMs that were running. Returns the refusals.
 
         A record that fails authentication is refused by name and left on disk for
-        inspection; every other vTPM still loads and serves.
+        inspection; every other vTPM still loads and serves. ``may_start`` (the security
+        policy) may keep a vTPM stopped, naming why; its running flag is kept, so it
+        starts at a later start that permits it.
         """
         records, failures = self.store.load_all()
         for failure in failures:
@@ -113,6 +116,10 @@ class VtpmManager:
             instance = self._new_instance(record)
             self._instances[record.uuid] = instance
             if record.running and record.migration is None:
+                refusal = may_start(instance) if may_start is not None else None
+                if refusal is not None:
+                    log.error("vTPM %s stays stopped: %s", record.name, refusal)
+                    continue
                 try:
                     instance.start()
                 except Exception as exc:  # one broken vTPM must not stop the others

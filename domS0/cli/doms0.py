@@ -1,4 +1,5 @@
-"""doms0: run DomS0 (``serve``), provision its host root of trust (``init``) and sign or
+"""doms0: run DomS0 (``serve``), provision its host root of trust and TLS material
+(``init``), issue client certificates or tokens to callers (``issue``), and sign or
 install operator-approved PCR policies (``policy approve`` / ``policy install``)."""
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     _settings_flags(serve)
     serve.add_argument("--production", action="store_true", default=None,
                        help="refuse the development root of trust")
-    serve.add_argument("--listen", help="127.0.0.1:PORT or unix:PATH (default "
-                       "127.0.0.1:7340)")
+    serve.add_argument("--listen", help="HOST:PORT (mutual TLS) or unix:PATH (peer "
+                       "credentials) (default 127.0.0.1:7340)")
+    serve.add_argument("--insecure-loopback", action="store_true", default=None,
+                       help="plain TCP with bearer tokens instead of mutual TLS, on a "
+                       "loopback address only (development; warns at start)")
     serve.add_argument("--run-dir", help="sockets and engine scratch (default: a new "
                        "temporary folder)")
     serve.add_argument("--default-engine", choices=("builtin", "swtpm"))
@@ -71,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--qemu-migration-key", metavar="FILE", help="a secret (32+ bytes) "
                        "shared with the other hosts: state blobs then carry the vTPM in "
                        "QEMU's migration stream")
+    serve.add_argument("--security-modules", metavar="LIST", help="dummy (default), acm, "
+                       "or acm,dummy: the security modules, primary first")
+    serve.add_argument("--permissive", action="store_true", default=None,
+                       help="log policy denials without enforcing them")
+    serve.add_argument("--audit-log", metavar="FILE", help="append-only audit log (default "
+                       "STATE_DIR/security/audit.log)")
+    serve.add_argument("--audit-permits", action="store_true", default=None,
+                       help="audit every permitted decision too")
     serve.add_argument("--allow-code", action="append", dest="migration_code_digests",
                        metavar="HEX|self", help="a DomS0 code digest a destination may "
                        "run (repeatable; default: self, the same code as this one)")
@@ -85,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
                       "TCG ECC P-256 SRK template, re-created at each use)")
     init.add_argument("--force", action="store_true",
                       help="replace an existing root (its vTPM state becomes unreadable)")
+
+    issue = sub.add_parser("issue", help="issue a client certificate (or with --token a "
+                           "bearer token) naming a principal")
+    _settings_flags(issue)
+    issue.add_argument("principal", help="admin:NAME, domain:NAME or peer:HOST")
+    issue.add_argument("--out", type=Path, required=True, metavar="DIR",
+                       help="writes client.pem, client.key and ca.pem (or token)")
+    issue.add_argument("--token", action="store_true", help="a bearer token for the "
+                       "--insecure-loopback listener instead of a certificate")
 
     policy = sub.add_parser("policy", help="approved PCR policies (PolicyAuthorize)")
     psub = policy.add_subparsers(dest="policy_command", required=True)
@@ -132,7 +153,8 @@ def _load(args: argparse.Namespace) -> Settings:
              "measure_pcr", "approval_key", "nv_index", "srk_handle", "adopt_state",
              "host_name", "passthrough_tcti", "passthrough_host_pcrs", "migration_listen",
              "tls_cert", "tls_key", "tls_ca", "migration_code_digests",
-             "qemu_migration_key")
+             "qemu_migration_key", "insecure_loopback", "security_modules", "permissive",
+             "audit_log", "audit_permits")
     overrides: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     return load_settings(args.config, overrides)
 
@@ -168,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(settings.log_format, "WARNING")
     if args.command == "init":
         return _init(settings, args.force)
+    if args.command == "issue":
+        return _issue(settings, args)
     if args.command == "policy":
         from vtpm_manager.root import ApprovalInvalid, RootRefused, SelectionError
 
@@ -194,6 +218,31 @@ def _init(settings: Settings, force: bool) -> int:
     if isinstance(root, TpmRoot) and root.record.mode == "authorized":
         print("next: sign a policy with `doms0 policy approve` and install it with "
               "`doms0 policy install`; serve refuses until one is installed")
+    return 0
+
+
+def _issue(settings: Settings, args: argparse.Namespace) -> int:
+    """``doms0 issue PRINCIPAL --out DIR [--token]``."""
+    from domS0.rpc.auth import issue_token
+    from domS0.security.identity import IdentityError, issue_client
+    from domS0.security.principal import parse_principal
+    from vtpm_manager.durable import atomic_write
+
+    try:
+        principal = parse_principal(args.principal)
+        if args.token:
+            token = issue_token(settings.state_dir, principal)
+            args.out.mkdir(parents=True, exist_ok=True)
+            atomic_write(args.out / "token", (token + "\n").encode(), mode=0o600)
+            print(f"bearer token for {principal} in {args.out / 'token'} (for the "
+                  f"--insecure-loopback listener; vtpmctl --token-file)")
+            return 0
+        cert, key = issue_client(settings.state_dir, principal, args.out)
+    except (IdentityError, ValueError, OSError) as exc:
+        print(f"doms0: {exc}", file=sys.stderr)
+        return 1
+    print(f"client certificate for {principal}: {cert}, key {key}, CA {args.out / 'ca.pem'}"
+          f" (vtpmctl --cert {cert} --key {key} --ca {args.out / 'ca.pem'})")
     return 0
 
 

@@ -42,7 +42,7 @@ from tpm2_pytss import ESAPI, TSS2_Exception
 
 from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
-from domS0.client.channel import CredentialError, load_token, open_channel
+from domS0.client.channel import CredentialError, connect
 from domS0.launch_commands import startup_clear
 from measure.errors import MeasureError
 from measure.manifest import Manifest
@@ -61,6 +61,7 @@ from vtpm_manager.sealing import (
 from vtpm_manager.sealing.policy import PcrValues, policy_pcr_digest, public_key_pem
 
 from .errors import EXIT_UNREACHABLE, RPC_TIMEOUT, CliError
+from .security import ACM_POLICY_COMMANDS, add_policy_parsers, cmd_acm_policy
 
 CURRENT_PCRS = "sha256:0-9"
 MANIFEST_PCRS = "sha256:8,9"
@@ -251,7 +252,7 @@ class _Transmit:
 def _on_revocation_counter(args: argparse.Namespace, action: Callable[[ESAPI], int]) -> int:
     """Run ``action(esapi)`` on the vTPM's revocation counter, through DomS0."""
     try:
-        channel = open_channel(args.server, load_token(args.token_file))
+        channel = connect(args.server, args.token_file, args.cert, args.key, args.ca)
     except CredentialError as exc:
         raise CliError(str(exc)) from None
     link = _Transmit(channel, args.name)
@@ -268,6 +269,8 @@ def _on_revocation_counter(args: argparse.Namespace, action: Callable[[ESAPI], i
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
+    if args.policy_command in ACM_POLICY_COMMANDS:
+        return cmd_acm_policy(args)
     if args.policy_command in ("revoke", "version"):
         if args.policy_command == "version":
             print(_on_revocation_counter(args, read_counter))
@@ -335,7 +338,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--auth-file", metavar="F", help="the auth value the blob was sealed with")
     p.add_argument("--out", metavar="FILE", help="write the secret (default: stdout, raw)")
     p = sub.add_parser("policy", help="approval keys and signed PCR policies (local); "
-                       "revoking old ones (through DomS0)")
+                       "revoking old ones; the sHype ACM policy (make, load, show)")
     policy = p.add_subparsers(dest="policy_command", required=True)
     q = policy.add_parser("keygen", help="create an ECC P-256 approval key")
     q.add_argument("--out", required=True, metavar="APPROVAL.pem")
@@ -354,3 +357,4 @@ def add_parsers(sub: Any) -> None:
     q = policy.add_parser("version", help="print the vTPM's revocation counter: the lowest "
                           "version a signed policy may carry")
     q.add_argument("name", help="vTPM name or UUID")
+    add_policy_parsers(policy)

@@ -19,9 +19,17 @@ from google.protobuf import json_format
 
 from domS0.api.vtpm.v1 import vtpm_pb2 as pb
 from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
-from domS0.client.channel import CredentialError, default_server, load_token, open_channel
+from domS0.client.channel import (
+    CredentialError,
+    certificate_refusal,
+    certificate_required,
+    connect,
+    default_server,
+    load_tls,
+    speaks_tls,
+)
 
-from . import measured, migrate, sealing
+from . import measured, migrate, sealing, security
 from .errors import EXIT_REFUSED, EXIT_UNREACHABLE, RPC_TIMEOUT, CliError
 
 
@@ -162,6 +170,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, grpc.Channel], None]] = {
     "attach": cmd_attach, "build": measured.cmd_build, "quote": measured.cmd_quote,
     "certs": measured.cmd_certs, "eventlog": measured.cmd_eventlog,
     "seal": sealing.cmd_seal, "unseal": sealing.cmd_unseal, "migrate": migrate.cmd_migrate,
+    "label": security.cmd_label, "group": security.cmd_group,
 }
 #: Commands that never talk to DomS0 (no token, no channel).
 LOCAL_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -176,8 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server", default=default_server(),
                         help="DomS0 address, HOST:PORT or unix:PATH (default $VTPM_SERVER "
                         "or 127.0.0.1:7340)")
-    parser.add_argument("--token-file", help="client token file (default $VTPM_TOKEN_FILE "
-                        "or /var/lib/doms0/client.token)")
+    parser.add_argument("--cert", help="client certificate from `doms0 issue` for a "
+                        "mutual-TLS DomS0 (default $VTPM_CERT)")
+    parser.add_argument("--key", help="its private key (default $VTPM_KEY)")
+    parser.add_argument("--ca", help="DomS0's callers CA certificate (default $VTPM_CA, "
+                        "else ca.pem beside --cert)")
+    parser.add_argument("--token-file", help="client token for an --insecure-loopback "
+                        "DomS0 (default $VTPM_TOKEN_FILE or /var/lib/doms0/client.token)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str, with_name: bool = True,
@@ -212,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     measured.add_parsers(sub)
     sealing.add_parsers(sub)
     migrate.add_parser(sub)
+    security.add_parsers(sub)
     return parser
 
 
@@ -223,15 +238,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except CliError as exc:
             print(f"vtpmctl: {exc}", file=sys.stderr)
             return exc.code
-    if args.command in LOCAL_COMMANDS:
+    local = LOCAL_COMMANDS.get(args.command)
+    if args.command == "group" and args.group_command == "sign":
+        local = security.cmd_group_sign          # signing needs only the private key
+    if local is not None:
         try:
-            return LOCAL_COMMANDS[args.command](args)
+            return local(args)
         except CliError as exc:
             print(f"vtpmctl: {exc}", file=sys.stderr)
             return exc.code
     try:
-        token = load_token(args.token_file)
-        channel = open_channel(args.server, token)
+        channel = connect(args.server, args.token_file, args.cert, args.key, args.ca)
         try:
             COMMANDS[args.command](args, channel)
         finally:
@@ -247,11 +264,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exc.code() if isinstance(exc, grpc.Call) else None
         details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            refused = _tls_refusal(args)
+            if refused:
+                print(f"vtpmctl: {refused}", file=sys.stderr)
+                return EXIT_REFUSED
             print(f"vtpmctl: cannot reach DomS0 at {args.server}: {details}", file=sys.stderr)
             return EXIT_UNREACHABLE
         name = code.name if code else "ERROR"
         print(f"vtpmctl: {name}: {details}", file=sys.stderr)
         return EXIT_REFUSED
+
+
+def _tls_refusal(args: argparse.Namespace) -> str | None:
+    """When a call could not get through: was it DomS0's TLS refusing us (no
+    certificate, or one it does not accept) rather than DomS0 being away?"""
+    if args.server.startswith("unix:"):
+        return None
+    try:
+        tls = load_tls(args.cert, args.key, args.ca)
+    except CredentialError:
+        return None
+    if tls is None:
+        return certificate_required(args.server) if speaks_tls(args.server) else None
+    reason = certificate_refusal(args.server, tls)
+    if reason is None:
+        return None
+    return (f"UNAUTHENTICATED: DomS0 at {args.server} refused the client certificate "
+            f"{tls.cert} ({reason}); use one from `doms0 issue` on that DomS0")
 
 
 if __name__ == "__main__":

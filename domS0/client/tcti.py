@@ -17,13 +17,16 @@ import os
 from tpm2_pytss.TCTI import PyTCTI
 
 from .attach import AttachLink
-from .channel import open_channel
+from .channel import ClientTls, open_channel
 
 
 class GrpcTcti(PyTCTI):
-    def __init__(self, server: str, vtpm: str, token: str) -> None:
+    def __init__(self, server: str, vtpm: str, token: str | None = None,
+                 tls: ClientTls | None = None) -> None:
+        """``tls`` for a mutual-TLS DomS0, ``token`` for an insecure-loopback one,
+        neither for its Unix socket."""
         super().__init__(max_size=4096, magic=b"VTPMGRPC")
-        self._channel = open_channel(server, token)
+        self._channel = open_channel(server, token or None, tls=tls)
         self._link = AttachLink(self._channel, vtpm, f"tpm2-pytss GrpcTcti pid {os.getpid()}")
         self._locality = 0
         self._response = b""

@@ -22,16 +22,20 @@ from pathlib import Path
 
 from domS0.execution import run_command
 from tpm_emulator import swtpm_ctrl as ctrl
+from tpm_emulator.constants import RC
+from tpm_emulator.frame import error_response
 from tpm_emulator.server.control import PLATFORM_CAPS, BackendError, ControlSession
 from tpm_emulator.server.framing import read_command
 from tpm_emulator.server.swtpm_socket import Endpoint
-from vtpm_manager.errors import ManagerError
+from vtpm_manager.errors import ManagerError, PermissionDenied
 from vtpm_manager.instance import Instance, Lease
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.migration.qemu_blob import is_qemu_blob
 from vtpm_manager.store import open_blob, seal_blob
 
 from ..migration.qemu import QemuMigration
+from ..security.gate import Gate, command_code_of, owner_principal
+from ..security.hooks import Action
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +60,16 @@ class LocalBackend:
     before the firmware gets the answer (see ``domS0.finalizer``).
     """
 
-    def __init__(self, instance: Instance, holder: str,
+    def __init__(self, instance: Instance, holder: str, gate: Gate,
                  boot_measurer: BootMeasurer | None = None,
                  qemu: QemuMigration | None = None) -> None:
         self.instance = instance
         self.holder = holder
+        self.gate = gate
         self.boot_measurer = boot_measurer
         self.qemu = qemu
+        # The socket belongs to the vTPM's domain: its commands are the domain's.
+        self.principal = owner_principal(instance, "control socket")
         self._lease: Lease | None = None
         self._reset = False
 
@@ -76,6 +83,11 @@ class LocalBackend:
 
     def transmit(self, command: bytes, locality: int) -> bytes:
         lease = self._held()
+        try:
+            self.gate.check(self.principal, Action.TRANSMIT, self.instance,
+                            command_code=command_code_of(command), locality=locality)
+        except PermissionDenied:
+            return error_response(RC.DISABLED)
         try:
             response = run_command(self.instance, command, locality, lease, self.holder)
             if self._reset and command == _STARTUP_CLEAR and response[6:10] == bytes(4):
@@ -154,11 +166,11 @@ def _peer_name(conn: socket.socket) -> str:
 class _Connection:
     """One control connection and, once handed over, its data fd."""
 
-    def __init__(self, conn: socket.socket, instance: Instance,
+    def __init__(self, conn: socket.socket, instance: Instance, gate: Gate,
                  boot_measurer: BootMeasurer | None = None,
                  qemu: QemuMigration | None = None) -> None:
         self.conn = conn
-        self.backend = LocalBackend(instance, _peer_name(conn), boot_measurer, qemu)
+        self.backend = LocalBackend(instance, _peer_name(conn), gate, boot_measurer, qemu)
         self.session = ControlSession(self.backend, CAPS, instance.record.name)
         self.data: socket.socket | None = None
         self.closed = threading.Event()
@@ -236,9 +248,10 @@ class ControlSockets:
     that nobody is connected to); each accepted connection gets its own thread.
     """
 
-    def __init__(self, manager: VtpmManager, run_root: Path) -> None:
+    def __init__(self, manager: VtpmManager, run_root: Path, gate: Gate) -> None:
         self._manager = manager
         self._run_root = run_root
+        self.gate = gate
         self._listeners: dict[str, socket.socket] = {}
         self._connections: set[_Connection] = set()
         self._lock = threading.Lock()
@@ -325,7 +338,8 @@ class ControlSockets:
                 with contextlib.suppress(BlockingIOError, OSError):
                     conn, _ = key.fileobj.accept()  # type: ignore[union-attr]
                     conn.setblocking(True)
-                    self._start(_Connection(conn, key.data, self.boot_measurer, self.qemu))
+                    self._start(_Connection(conn, key.data, self.gate, self.boot_measurer,
+                                            self.qemu))
 
     def _start(self, connection: _Connection) -> None:
         with self._lock:

@@ -19,7 +19,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from vtpm_manager.errors import ManagerError
+from vtpm_manager.errors import ManagerError, PermissionDenied
 from vtpm_manager.instance import Instance
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.migration.errors import MigrationRefused
@@ -31,6 +31,9 @@ from vtpm_manager.store import MigrationMark, Record
 from ..api.vtpm.v1 import vtpm_pb2 as pb
 from ..api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from ..rpc.status import status_of
+from ..security.gate import DOMAIN_KEY, GROUP_KEY, Gate
+from ..security.hooks import Action, Target
+from ..security.principal import Principal
 from .artifacts import Artifacts
 from .failpoints import reach
 from .identity import HostIdentity, IdentityError, peer_certificate
@@ -54,11 +57,12 @@ class _Session:
 
 class MigrationServicer(pb_grpc.MigrationServicer):
     def __init__(self, manager: VtpmManager, identity: HostIdentity, prover: Prover | None,
-                 artifacts: Artifacts) -> None:
+                 artifacts: Artifacts, gate: Gate) -> None:
         self._manager = manager
         self._identity = identity
         self._prover = prover
         self._artifacts = artifacts
+        self._gate = gate
         self._sessions: dict[bytes, _Session] = {}
         self._lock = threading.Lock()
 
@@ -74,6 +78,10 @@ class MigrationServicer(pb_grpc.MigrationServicer):
                           f"{self._identity.host_name} runs on the software root: without a "
                           "host TPM it cannot prove itself as a migration destination")
         self._refuse_if_here(context, request.vtpm_uuid, request.generation)
+        self._check_in(context, source, Target(request.vtpm_name or request.vtpm_uuid,
+                                               request.vtpm_uuid,
+                                               request.domain or request.vtpm_name,
+                                               request.group))
         key = ec.generate_private_key(ec.SECP384R1())
         assert self._prover is not None
         try:
@@ -119,12 +127,16 @@ class MigrationServicer(pb_grpc.MigrationServicer):
             context.abort(grpc.StatusCode.PERMISSION_DENIED,
                           "package refused: it carries another vTPM than the session announced")
         info = payload.record
+        metadata = {str(k): str(v) for k, v in dict(info.get("metadata", {})).items()}
+        self._check_in(context, source, Target(
+            header.vtpm_name, header.vtpm_uuid, metadata.get(DOMAIN_KEY) or header.vtpm_name,
+            metadata.get(GROUP_KEY, "")))
         try:
             record = Record(
                 uuid=header.vtpm_uuid, name=header.vtpm_name, engine=header.engine,
                 created_unix=int(info.get("created_unix", 0)),
                 data_key=secrets.token_bytes(32),
-                metadata={str(k): str(v) for k, v in dict(info.get("metadata", {})).items()},
+                metadata=metadata,
                 running=bool(info.get("running", False)), state=payload.state,
                 migration=MigrationMark("incoming", header.migration_id.hex(),
                                         str(info.get("source_address", "")), source,
@@ -196,6 +208,15 @@ class MigrationServicer(pb_grpc.MigrationServicer):
         return pb.MigrationStatus(state=state)
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _check_in(self, context: grpc.ServicerContext, source: str, target: Target) -> None:
+        """The migrate_in hook, as the source host (Chinese Wall, approval groups)."""
+        try:
+            self._gate.check(Principal("peer", source, "mutual TLS"), Action.MIGRATE_IN,
+                             target=target)
+        except PermissionDenied as exc:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"{self._identity.host_name} refuses vTPM {target.name}: {exc}")
 
     def _refuse_if_here(self, context: grpc.ServicerContext, uuid: str, generation: int
                         ) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.store import MigrationMark
 
+from ..security.setup import Security
 from .artifacts import Artifacts
 from .identity import HostIdentity
 from .source import migrate_out
@@ -25,7 +26,7 @@ class MigrationHost:
     artifacts: Artifacts
     allowed_code: frozenset[bytes]
     address: str                 # this host's migration listener, for the peer to call
-    policy_digest: bytes | None = None
+    security: Security
 
     def migrate(self, ref: str, destination: str) -> Iterator[Progress | MigrationMark]:
         """Run one migration in its own thread, yielding its progress as it comes and
@@ -36,7 +37,7 @@ class MigrationHost:
             try:
                 events.put(migrate_out(
                     self.manager, ref, destination, self.identity, self.artifacts,
-                    self.allowed_code, self.policy_digest, self.address,
+                    self.allowed_code, self.security, self.address,
                     lambda step, message, percent: events.put((step, message, percent))))
             except BaseException as exc:
                 events.put(exc)

@@ -4,6 +4,7 @@ listener with the Migration service, the host TPM prover, the resolver."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from vtpm_manager.root import RootOfTrust, TpmRoot
 
 from .. import selfmeasure
 from ..api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from ..security.setup import Security
 from .artifacts import Artifacts
 from .destination import MigrationServicer, Prover
 from .host import MigrationHost
@@ -52,7 +54,8 @@ class MigrationRuntime:
             self.server.stop(grace).wait()
 
 
-def prover_for(root: RootOfTrust, claim: MeasurementClaim, log_path: Path) -> Prover | None:
+def prover_for(root: RootOfTrust, claim: MeasurementClaim, log_path: Path,
+               active_policy: Callable[[], bytes]) -> Prover | None:
     """Quote with the host TPM; a software root has nothing to prove with."""
     if not isinstance(root, TpmRoot) or root.measure_pcr is None:
         return None
@@ -62,19 +65,21 @@ def prover_for(root: RootOfTrust, claim: MeasurementClaim, log_path: Path) -> Pr
         runtime = selfmeasure.runtime_log(log_path, pcr)
         if runtime is None:
             raise RuntimeError(f"no runtime measurement log at {log_path}")
-        return make_proof(TCTILdr.parse(tcti), key, nonce, claim, runtime)
+        return make_proof(TCTILdr.parse(tcti), key, nonce, claim, runtime, active_policy())
 
     return prove
 
 
 def start_migration(listen: str, identity: HostIdentity, manager: VtpmManager,
                     root: RootOfTrust, artifacts: Artifacts, claim: MeasurementClaim,
-                    log_path: Path, allowed: tuple[str, ...]) -> MigrationRuntime:
+                    log_path: Path, allowed: tuple[str, ...],
+                    security: Security) -> MigrationRuntime:
     """Bind the listener (not started yet: :meth:`MigrationRuntime.start`)."""
     allowed_code = frozenset(claim.code_digest if a == "self" else bytes.fromhex(a)
                              for a in allowed)
-    servicer = MigrationServicer(manager, identity, prover_for(root, claim, log_path),
-                                 artifacts)
+    servicer = MigrationServicer(
+        manager, identity, prover_for(root, claim, log_path, lambda: security.policy_digest),
+        artifacts, security.gate)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16,
                                                     thread_name_prefix="migration"),
                          options=[("grpc.max_receive_message_length", MAX_PACKAGE_BYTES),
@@ -87,7 +92,6 @@ def start_migration(listen: str, identity: HostIdentity, manager: VtpmManager,
     if port == 0:
         raise MigrationSetupError(f"cannot listen on {listen}")
     address = f"{listen.rsplit(':', 1)[0]}:{port}"
-    host = MigrationHost(manager, identity, artifacts, allowed_code, address,
-                         claim.policy_digest)
+    host = MigrationHost(manager, identity, artifacts, allowed_code, address, security)
     log.info("migration listener on %s as %s", address, identity.host_name)
     return MigrationRuntime(host, server, Resolver(manager, identity, artifacts), port)

@@ -44,6 +44,9 @@ from vtpm_manager.store import MigrationMark
 
 from ..api.vtpm.v1 import vtpm_pb2 as pb
 from ..api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from ..security.gate import Gate
+from ..security.hooks import Action
+from ..security.principal import Principal
 from .artifacts import Artifacts
 from .destination import activate
 from .identity import HostIdentity
@@ -58,6 +61,7 @@ class QemuMigration:
     key: bytes
     artifacts: Artifacts
     address: str          # this host's migration listener (the destination claims there)
+    gate: Gate
 
     def export(self, instance: Instance, lease: Lease) -> bytes:
         """The vTPM as a signed, sealed blob; the vTPM is ``outgoing`` from now on."""
@@ -132,6 +136,9 @@ class QemuMigration:
         mark = instance.record.migration
         if mark is None or mark.state != "incoming" or not mark.migration_id:
             return
+        # migrate_in, as the source host: Chinese Wall against what runs here now.
+        self.gate.check(Principal("peer", mark.peer_host, "QEMU migration stream"),
+                        Action.MIGRATE_IN, instance)
         ref = pb.MigrationRef(migration_id=bytes.fromhex(mark.migration_id),
                               vtpm_uuid=instance.record.uuid)
         try:

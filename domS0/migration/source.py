@@ -41,6 +41,9 @@ from vtpm_manager.store import MigrationMark
 
 from ..api.vtpm.v1 import vtpm_pb2 as pb
 from ..api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
+from ..security.gate import target_of
+from ..security.groups import Group
+from ..security.setup import Security
 from .artifacts import Artifacts
 from .failpoints import reach
 from .identity import HostIdentity
@@ -61,9 +64,8 @@ class MigrationFailed(Exception):
 
 
 def migrate_out(manager: VtpmManager, ref: str, destination: str, identity: HostIdentity,
-                artifacts: Artifacts, allowed_code: Collection[bytes],
-                policy_digest: bytes | None, source_address: str,
-                report: Report) -> MigrationMark:
+                artifacts: Artifacts, allowed_code: Collection[bytes], security: Security,
+                source_address: str, report: Report) -> MigrationMark:
     """Move ``ref`` to the DomS0 whose migration listener is ``destination``; returns
     the tombstone. Raises :class:`MigrationFailed` (the vTPM stays live here) or
     ManagerError for a vTPM that cannot migrate."""
@@ -75,11 +77,17 @@ def migrate_out(manager: VtpmManager, ref: str, destination: str, identity: Host
     with identity.channel(destination) as channel:
         stub = pb_grpc.MigrationStub(channel)
         nonce = secrets.token_bytes(32)
+        target = target_of(instance)
         hello: pb.HelloResponse = _call(stub.Hello, pb.HelloRequest(
-            source_nonce=nonce, vtpm_uuid=record.uuid, generation=generation), destination)
+            source_nonce=nonce, vtpm_uuid=record.uuid, generation=generation,
+            vtpm_name=record.name, domain=target.domain, group=target.group), destination)
         report("attest", f"checking the host TPM proof of {hello.host_name}", 20)
+        group = security.groups.get(target.group) if target.group else None
+        if target.group and group is None:
+            raise MigrationFailed(f"vTPM {record.name} is in group {target.group}, unknown "
+                                  "here", grpc.StatusCode.FAILED_PRECONDITION)
         dest_key, dest_host = _check_destination(hello, nonce, identity, allowed_code,
-                                                 policy_digest)
+                                                 security.policy_digest, group)
         reach("source-after-hello")
         migration_id = secrets.token_bytes(16)
         mark = MigrationMark("outgoing", migration_id.hex(), destination, dest_host,
@@ -129,8 +137,11 @@ def migrate_out(manager: VtpmManager, ref: str, destination: str, identity: Host
 
 
 def _check_destination(hello: pb.HelloResponse, nonce: bytes, identity: HostIdentity,
-                       allowed_code: Collection[bytes], policy_digest: bytes | None
-                       ) -> tuple[ec.EllipticCurvePublicKey, str]:
+                       allowed_code: Collection[bytes], policy_digest: bytes,
+                       group: Group | None) -> tuple[ec.EllipticCurvePublicKey, str]:
+    """The destination's certificate and proof: its host AK, its DomS0 code (approved
+    here), its access-control policy (the same as ours), and for a vTPM in an approval
+    group, its measurement on the group's latest list."""
     try:
         cert = load_cert_pem(hello.host_certificate_pem.encode())
         verify_host_certificate(cert, identity.ca_certificates)
@@ -143,6 +154,11 @@ def _check_destination(hello: pb.HelloResponse, nonce: bytes, identity: HostIden
         key = verify_proof(proof, source_nonce=nonce, trusted_ak_name=ak,
                            allowed_code_digests=allowed_code,
                            expected_policy_digest=policy_digest)
+        if group is not None and not group.approves(
+                (proof.claim.code_digest, proof.claim.digest())):
+            raise MigrationFailed(
+                f"destination refused: its DomS0 measurement is not on group {group.name}'s "
+                f"approval list (sequence {group.sequence})", grpc.StatusCode.PERMISSION_DENIED)
     except MigrationRefused as exc:
         raise MigrationFailed(f"destination refused: {exc}",
                               grpc.StatusCode.PERMISSION_DENIED) from None

@@ -25,7 +25,8 @@ from domS0.imagestore import ImageStore, ImageTooLarge, ImageWriter, StoredImage
 from domS0.logs import log_request
 from domS0.sealer import Sealer
 from vtpm_manager.attestation.quote import parse_selection
-from vtpm_manager.errors import InvalidArgument
+from vtpm_manager.errors import InvalidArgument, NotFound
+from vtpm_manager.manager import VtpmManager
 from vtpm_manager.sealing import (
     AuthorizedPolicy,
     AuthRefused,
@@ -39,6 +40,9 @@ from vtpm_manager.sealing import (
 )
 from vtpm_manager.sealing.policy import load_public_key_pem
 
+from ..security.gate import Gate, target_of
+from ..security.hooks import Action, Target
+from ..security.principal import principal_of
 from .auth import describe_caller
 from .servicers import ControlSocketOf, to_message
 from .status import abort_on_refusal
@@ -131,12 +135,24 @@ def sealing_status(exc: SealingError) -> tuple[grpc.StatusCode, str]:
 
 class AttestationServicer(pb_grpc.AttestationServicer):
     def __init__(self, finalizer: Finalizer, attestor: Attestor, images: ImageStore,
-                 control_socket_of: ControlSocketOf, sealer: Sealer | None = None) -> None:
+                 control_socket_of: ControlSocketOf, manager: VtpmManager, gate: Gate,
+                 sealer: Sealer | None = None) -> None:
         self._finalizer = finalizer
         self._attestor = attestor
         self._images = images
         self._socket_of = control_socket_of
+        self._manager = manager
+        self._gate = gate
         self._sealer = sealer
+
+    def _check(self, context: grpc.ServicerContext, action: Action, ref: str) -> None:
+        """The hook for ``action`` on vTPM ``ref`` (one a build may still create is
+        judged as the domain of the same name)."""
+        try:
+            target = target_of(self._manager.get(ref))
+        except NotFound:
+            target = Target(ref, "", ref)
+        self._gate.check(principal_of(context), action, target=target)
 
     def _require_sealer(self) -> Sealer:
         if self._sealer is None:
@@ -147,6 +163,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
     def Seal(self, request: pb.SealRequest, context: grpc.ServicerContext) -> pb.SealResponse:
         started = time.perf_counter()
         try:     # the secret and auth value are never logged
+            self._check(context, Action.SEAL, request.vtpm)
             blob = self._require_sealer().seal(
                 request.vtpm, request.secret, seal_policy(request),
                 request.auth if request.HasField("auth") else None)
@@ -163,6 +180,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
                ) -> pb.UnsealResponse:
         started = time.perf_counter()
         try:
+            self._check(context, Action.UNSEAL, request.vtpm)
             secret = self._require_sealer().unseal(
                 request.vtpm, request.blob_json, request.signed_policy_json,
                 request.auth if request.HasField("auth") else None)
@@ -182,6 +200,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
         try:
             if not header.vtpm:
                 raise InvalidArgument("the header must name the vTPM (`vtpm`)")
+            self._check(context, Action.BUILD, header.vtpm)
             spec = BuildSpec(header.vtpm, header.cmdline, parse_config(header.launch_config_json),
                              header.force, header.create_if_missing, header.engine)
             result = self._finalizer.build(spec, upload.images["kernel"],
@@ -197,6 +216,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
     @abort_on_refusal
     def Predict(self, request_iterator: Iterator[pb.BuildRequest],
                 context: grpc.ServicerContext) -> pb.PredictResponse:
+        self._gate.check(principal_of(context), Action.READ)   # no vTPM: any caller
         upload = receive(request_iterator, self._images)
         manifest = measure_images(upload.images["kernel"], upload.images.get("initrd"),
                                   upload.header.cmdline,
@@ -208,6 +228,7 @@ class AttestationServicer(pb_grpc.AttestationServicer):
               ) -> pb.QuoteResponse:
         started = time.perf_counter()
         try:
+            self._check(context, Action.QUOTE, request.vtpm)
             evidence = self._attestor.quote(request.vtpm, request.nonce,
                                             request.pcr_selection, deep=request.deep)
         finally:
@@ -227,11 +248,13 @@ class AttestationServicer(pb_grpc.AttestationServicer):
     @abort_on_refusal
     def GetEventLog(self, request: pb.GetEventLogRequest, context: grpc.ServicerContext
                     ) -> pb.GetEventLogResponse:
+        self._check(context, Action.READ, request.vtpm)
         return pb.GetEventLogResponse(event_log=self._attestor.eventlog(request.vtpm))
 
     @abort_on_refusal
     def GetCertificates(self, request: pb.GetCertificatesRequest,
                         context: grpc.ServicerContext) -> pb.GetCertificatesResponse:
+        self._check(context, Action.READ, request.vtpm)
         certs = self._attestor.certificates(request.vtpm)
         return pb.GetCertificatesResponse(
             ek_certificates=[pem.decode() for pem in certs.ek_certificates],

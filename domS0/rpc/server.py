@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,8 +13,10 @@ from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from vtpm_manager.manager import VtpmManager
 
 from ..migration.host import MigrationHost
+from ..security.setup import Security
 from .attestation import AttestationServicer
-from .auth import TokenInterceptor
+from .auth import AuthInterceptor
+from .security import SecurityServicer
 from .servicers import ControlSocketOf, ManagerServicer, TpmServicer
 
 MAX_WORKERS = 256
@@ -29,19 +30,22 @@ class BindError(Exception):
 def build_server(
     manager: VtpmManager,
     listen: str,
-    token: str,
-    token_path: Path,
+    auth: AuthInterceptor,
     control_socket_of: ControlSocketOf,
+    security: Security,
     attestation: AttestationServicer | None = None,
     migration: MigrationHost | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """Create and bind (not start) the server; returns it, its health servicer, the port.
 
-    Attach streams each hold a worker for their lifetime, hence a generous pool.
+    ``credentials`` (mutual TLS) or none (the insecure loopback listener); ``auth``
+    binds each call's principal. Attach streams each hold a worker for their
+    lifetime, hence a generous pool.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="grpc"),
-        interceptors=[TokenInterceptor(token, token_path)],
+        interceptors=[auth],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -49,10 +53,12 @@ def build_server(
         ],
         maximum_concurrent_rpcs=None,
     )
-    pb_grpc.add_ManagerServicer_to_server(ManagerServicer(manager, control_socket_of, migration),
-                                           server)
-    pb_grpc.add_TpmServicer_to_server(TpmServicer(manager, control_socket_of), server)
-    names = ["Manager", "Tpm"]
+    gate = security.gate
+    pb_grpc.add_ManagerServicer_to_server(
+        ManagerServicer(manager, control_socket_of, gate, migration), server)
+    pb_grpc.add_TpmServicer_to_server(TpmServicer(manager, control_socket_of, gate), server)
+    pb_grpc.add_SecurityServicer_to_server(SecurityServicer(security), server)
+    names = ["Manager", "Tpm", "Security"]
     if attestation is not None:
         pb_grpc.add_AttestationServicer_to_server(attestation, server)
         names.append("Attestation")
@@ -66,7 +72,10 @@ def build_server(
     )
     reflection.enable_server_reflection(services, server)
     try:
-        port = server.add_insecure_port(listen)
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
     except RuntimeError as exc:
         raise BindError(f"cannot listen on {listen}: {exc}") from exc
     if port == 0 and not listen.startswith("unix:"):

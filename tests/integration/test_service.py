@@ -45,7 +45,7 @@ def test_one_json_log_line_per_command(start_doms0, tmp_path: Path) -> None:
     assert [e["command"] for e in commands] == ["TPM2_Startup", "TPM2_GetRandom"]
     last = commands[-1]
     assert last["vtpm"] == "vm" and last["rc"] == "0x0" and last["locality"] == 2
-    assert last["caller"].startswith("token:") and last["duration_ms"] >= 0
+    assert last["caller"].startswith("admin:local@ipv4:127.0.0.1:") and last["duration_ms"] >= 0
     assert doms0.token not in doms0.log(), "the client token must never be logged"
 
 

@@ -37,13 +37,15 @@ def test_deep_quote_binds_the_vtpm_quote_to_the_host(host: Host, tmp_path: Path)
         out = ok(vtpmctl(doms0, "quote", "dom1", "--nonce", NONCE, "--deep", "--out",
                          evidence))
         assert "deep quote" in out
+        shown = json.loads(ok(vtpmctl(doms0, "policy", "show", "--json")))
     finally:
         doms0.stop()
     doc = json.loads((evidence / "evidence.json").read_text())
     deep = doc["deep_quote"]
     assert deep["measure_pcr"] == 15 and deep["host_pcr_selection"].endswith(",15")
-    root = json.loads((host.state_dir / "root" / "root.json").read_text())
-    assert deep["policy_digest"] == root["auth_policy"]
+    # The access-control policy DomS0 enforces (none loaded: the zero digest).
+    policy_digest = shown["digest"]
+    assert deep["policy_digest"] == policy_digest == "00" * 32
     host_ak = evidence / "host-ak.pub.pem"
     assert host_ak.read_text() == deep["host_ak_public_pem"]
 
@@ -53,7 +55,7 @@ def test_deep_quote_binds_the_vtpm_quote_to_the_host(host: Host, tmp_path: Path)
         return done.returncode, done.stdout + done.stderr
 
     code, text = verify("--host-ak", host_ak, "--require-deep",
-                        "--policy-digest", root["auth_policy"])
+                        "--policy-digest", policy_digest)
     assert code == 0, text
     assert "PASS deep quote" in text and "verified: all checks passed" in text
 
@@ -73,7 +75,7 @@ def test_deep_quote_binds_the_vtpm_quote_to_the_host(host: Host, tmp_path: Path)
     assert "FAIL deep quote: signed by another host AK" in text
 
     # Another policy digest pinned: refused.
-    code, text = verify("--host-ak", host_ak, "--policy-digest", "00" * 32)
+    code, text = verify("--host-ak", host_ak, "--policy-digest", "11" * 32)
     assert code != 0 and "FAIL deep quote: DomS0's policy digest" in text
 
     # The binding covers the vTPM UUID: a bundle relabelled to another vTPM fails.

@@ -66,10 +66,10 @@ from ..attestation.quote import (
 )
 from .errors import ProofRefused
 
-BINDING_LABEL: Final = b"vtpm-stack migration destination binding v1\x00"
+BINDING_LABEL: Final = b"vtpm-stack migration destination binding v2\x00"
 CLAIM_LABEL: Final = b"vtpm-stack doms0 measurement v2\x00"
 PROOF_MAGIC: Final = b"VTPMDP\x00\x00"
-PROOF_VERSION: Final = 1
+PROOF_VERSION: Final = 2
 SOURCE_NONCE_SIZE: Final = 32
 DIGEST_SIZE: Final = 32
 #: A DomS0 extends once per boot; a log longer than this is not one we produced.
@@ -133,19 +133,22 @@ class MeasurementLog:
 
 
 def binding(migration_key_der: bytes, source_nonce: bytes, claim: MeasurementClaim,
-            log: MeasurementLog) -> bytes:
-    """The canonical bytes the host quote's qualifying data is the SHA-256 of."""
+            log: MeasurementLog, active_policy: bytes) -> bytes:
+    """The canonical bytes the host quote's qualifying data is the SHA-256 of.
+    ``active_policy`` is the digest of the access-control policy the destination
+    enforces now (it may have been loaded after DomS0 measured itself)."""
     out = [BINDING_LABEL, _tpm2b(migration_key_der), _tpm2b(source_nonce),
            _tpm2b(claim.code_digest), _tpm2b(claim.config_digest),
-           _tpm2b(claim.policy_digest), struct.pack(">B", log.pcr), _tpm2b(log.start),
-           struct.pack(">H", len(log.digests))]
+           _tpm2b(claim.policy_digest), _tpm2b(active_policy), struct.pack(">B", log.pcr),
+           _tpm2b(log.start), struct.pack(">H", len(log.digests))]
     out += [_tpm2b(digest) for digest in log.digests]
     return b"".join(out)
 
 
 def qualifying_data(migration_key_der: bytes, source_nonce: bytes, claim: MeasurementClaim,
-                    log: MeasurementLog) -> bytes:
-    return hashlib.sha256(binding(migration_key_der, source_nonce, claim, log)).digest()
+                    log: MeasurementLog, active_policy: bytes) -> bytes:
+    return hashlib.sha256(binding(migration_key_der, source_nonce, claim, log,
+                                  active_policy)).digest()
 
 
 def migration_key_der(key: ec.EllipticCurvePublicKey) -> bytes:
@@ -167,11 +170,13 @@ class DestinationProof:
     pcrs: tuple[tuple[str, int, bytes], ...]
     claim: MeasurementClaim
     log: MeasurementLog
+    active_policy: bytes = b""      # digest of the policy enforced now (32 bytes)
 
     def encode(self) -> bytes:
         """``magic | u16 version | TPM2B host AK public | TPM2B migration key | TPM2B
         attest | TPM2B signature | u16 n | n x (u16 bank alg, u8 pcr, TPM2B value)
-        | code(32) | config(32) | policy(32) | u8 log PCR | start(32) | u16 m | m x 32``
+        | code(32) | config(32) | policy(32) | u8 log PCR | start(32) | u16 m | m x 32
+        | active policy(32)``
         """
         out = [PROOF_MAGIC, struct.pack(">H", PROOF_VERSION),
                _tpm2b(self.host_ak_public), _tpm2b(self.migration_key),
@@ -182,7 +187,7 @@ class DestinationProof:
         claim, log = self.claim, self.log
         out += [claim.code_digest, claim.config_digest, claim.policy_digest,
                 struct.pack(">B", log.pcr), log.start, struct.pack(">H", len(log.digests)),
-                *log.digests]
+                *log.digests, self.active_policy]
         return b"".join(out)
 
     @classmethod
@@ -217,34 +222,39 @@ class DestinationProof:
                 raise ValueError(f"{count} log entries (at most {MAX_LOG_DIGESTS})")
             log = MeasurementLog(log_pcr, start,
                                  tuple(reader.take(DIGEST_SIZE) for _ in range(count)))
+            active = reader.take(DIGEST_SIZE)
         except ValueError as exc:
             raise ProofRefused(f"malformed destination proof: {exc}") from exc
         reader.end()
-        return cls(public, key, attest, signature, tuple(pcrs), claim, log)
+        return cls(public, key, attest, signature, tuple(pcrs), claim, log, active)
 
 
 def make_proof(host_tcti: Any, migration_key: ec.EllipticCurvePublicKey,
                source_nonce: bytes, claim: MeasurementClaim,
-               log: MeasurementLog) -> DestinationProof:
+               log: MeasurementLog, active_policy: bytes | None = None) -> DestinationProof:
     """Quote the host TPM (tpm2-pytss TCTI ``host_tcti``) with the host AK over
     ``sha256:<log.pcr>`` — only the measurement PCR: it is what names the DomS0 that
     ran, and a narrow selection keeps firmware updates from breaking migration — with
     qualifying data binding the migration key, the source's nonce, claim and log.
 
     The caller is trusted to pass its own claim and log; a wrong one only produces a
-    proof the source refuses."""
+    proof the source refuses. ``active_policy`` defaults to the claim's policy digest
+    (no policy loaded since the start)."""
+    active = claim.policy_digest if active_policy is None else active_policy
+    if len(active) != DIGEST_SIZE:
+        raise ValueError(f"the active policy digest is {DIGEST_SIZE} bytes")
     if not isinstance(migration_key, ec.EllipticCurvePublicKey) \
             or migration_key.curve.name != "secp384r1":
         raise ValueError("the migration key must be an ECDH P-384 public key")
     if not isinstance(source_nonce, bytes) or len(source_nonce) != SOURCE_NONCE_SIZE:
         raise ValueError(f"the source's nonce must be {SOURCE_NONCE_SIZE} bytes")
     der = migration_key_der(migration_key)
-    extra = qualifying_data(der, source_nonce, claim, log)
+    extra = qualifying_data(der, source_nonce, claim, log, active)
     with ESAPI(host_tcti) as esapi, host_ak(esapi) as (handle, public):
         result = quote_with(esapi, handle, extra, parse_selection(f"sha256:{log.pcr}"))
     return DestinationProof(host_ak_public=public, migration_key=der, attest=result.attest,
                             signature=result.signature, pcrs=result.pcrs, claim=claim,
-                            log=log)
+                            log=log, active_policy=active)
 
 
 def ak_name(host_ak_public: bytes) -> bytes:
@@ -284,7 +294,8 @@ def verify_proof(proof: DestinationProof, *, source_nonce: bytes, trusted_ak_nam
     if int(area.objectAttributes) & _AK_REQUIRED != _AK_REQUIRED:
         raise ProofRefused("the host AK is not a restricted, TPM-resident signing key")
 
-    expected = qualifying_data(proof.migration_key, source_nonce, claim, log)
+    expected = qualifying_data(proof.migration_key, source_nonce, claim, log,
+                               proof.active_policy)
     try:
         verify_signature(proof.host_ak_public, proof.attest, proof.signature)
         if not hmac.compare_digest(parse_attest(proof.attest).extra_data, expected):
@@ -315,9 +326,9 @@ def verify_proof(proof: DestinationProof, *, source_nonce: bytes, trusted_ak_nam
         raise ProofRefused("another, unapproved DomS0 ran on the destination host since "
                            "boot")
     if expected_policy_digest is not None \
-            and not hmac.compare_digest(claim.policy_digest, expected_policy_digest):
+            and not hmac.compare_digest(proof.active_policy, expected_policy_digest):
         raise ProofRefused(f"destination DomS0 enforces policy "
-                           f"{claim.policy_digest.hex()[:16]}…, not the expected one")
+                           f"{proof.active_policy.hex()[:16]}…, not the expected one")
     return _migration_key(proof.migration_key)
 
 

@@ -410,14 +410,20 @@ class UnsealResponse(_message.Message):
     def __init__(self, secret: _Optional[bytes] = ...) -> None: ...
 
 class HelloRequest(_message.Message):
-    __slots__ = ("source_nonce", "vtpm_uuid", "generation")
+    __slots__ = ("source_nonce", "vtpm_uuid", "generation", "vtpm_name", "domain", "group")
     SOURCE_NONCE_FIELD_NUMBER: _ClassVar[int]
     VTPM_UUID_FIELD_NUMBER: _ClassVar[int]
     GENERATION_FIELD_NUMBER: _ClassVar[int]
+    VTPM_NAME_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
     source_nonce: bytes
     vtpm_uuid: str
     generation: int
-    def __init__(self, source_nonce: _Optional[bytes] = ..., vtpm_uuid: _Optional[str] = ..., generation: _Optional[int] = ...) -> None: ...
+    vtpm_name: str
+    domain: str
+    group: str
+    def __init__(self, source_nonce: _Optional[bytes] = ..., vtpm_uuid: _Optional[str] = ..., generation: _Optional[int] = ..., vtpm_name: _Optional[str] = ..., domain: _Optional[str] = ..., group: _Optional[str] = ...) -> None: ...
 
 class HelloResponse(_message.Message):
     __slots__ = ("session", "proof", "host_name", "host_certificate_pem")
@@ -458,3 +464,97 @@ class MigrationStatus(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: str
     def __init__(self, state: _Optional[str] = ...) -> None: ...
+
+class LoadPolicyRequest(_message.Message):
+    __slots__ = ("compiled",)
+    COMPILED_FIELD_NUMBER: _ClassVar[int]
+    compiled: bytes
+    def __init__(self, compiled: _Optional[bytes] = ...) -> None: ...
+
+class GetPolicyRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PolicyInfo(_message.Message):
+    __slots__ = ("loaded", "name", "version", "digest", "summary", "modules", "permissive")
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    MODULES_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIVE_FIELD_NUMBER: _ClassVar[int]
+    loaded: bool
+    name: str
+    version: str
+    digest: str
+    summary: str
+    modules: str
+    permissive: bool
+    def __init__(self, loaded: _Optional[bool] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., digest: _Optional[str] = ..., summary: _Optional[str] = ..., modules: _Optional[str] = ..., permissive: _Optional[bool] = ...) -> None: ...
+
+class SetLabelRequest(_message.Message):
+    __slots__ = ("kind", "name", "label")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    label: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class ListLabelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("kind", "name", "label")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    name: str
+    label: str
+    def __init__(self, kind: _Optional[str] = ..., name: _Optional[str] = ..., label: _Optional[str] = ...) -> None: ...
+
+class LabelsResponse(_message.Message):
+    __slots__ = ("labels",)
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+
+class CreateGroupRequest(_message.Message):
+    __slots__ = ("name", "approval_public_key_pem")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_PUBLIC_KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    approval_public_key_pem: str
+    def __init__(self, name: _Optional[str] = ..., approval_public_key_pem: _Optional[str] = ...) -> None: ...
+
+class LoadApprovalListRequest(_message.Message):
+    __slots__ = ("list_json",)
+    LIST_JSON_FIELD_NUMBER: _ClassVar[int]
+    list_json: str
+    def __init__(self, list_json: _Optional[str] = ...) -> None: ...
+
+class ListGroupsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GroupInfo(_message.Message):
+    __slots__ = ("name", "sequence", "measurements", "approval_key_fingerprint")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MEASUREMENTS_FIELD_NUMBER: _ClassVar[int]
+    APPROVAL_KEY_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sequence: int
+    measurements: _containers.RepeatedScalarFieldContainer[str]
+    approval_key_fingerprint: str
+    def __init__(self, name: _Optional[str] = ..., sequence: _Optional[int] = ..., measurements: _Optional[_Iterable[str]] = ..., approval_key_fingerprint: _Optional[str] = ...) -> None: ...
+
+class ListGroupsResponse(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[GroupInfo]
+    def __init__(self, groups: _Optional[_Iterable[_Union[GroupInfo, _Mapping]]] = ...) -> None: ...

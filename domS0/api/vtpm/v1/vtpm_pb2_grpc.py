@@ -1137,3 +1137,344 @@ class Migration:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SecurityStub:
+    """Access control: the sHype ACM policy, labels, approval groups. Every call passes its
+    own hook (policy_load, label_change, read); with the dummy module, administrators.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.LoadPolicy = channel.unary_unary(
+                '/vtpm.v1.Security/LoadPolicy',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.LoadPolicyRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.PolicyInfo.FromString,
+                _registered_method=True)
+        self.GetPolicy = channel.unary_unary(
+                '/vtpm.v1.Security/GetPolicy',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.GetPolicyRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.PolicyInfo.FromString,
+                _registered_method=True)
+        self.SetLabel = channel.unary_unary(
+                '/vtpm.v1.Security/SetLabel',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.SetLabelRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.LabelsResponse.FromString,
+                _registered_method=True)
+        self.ListLabels = channel.unary_unary(
+                '/vtpm.v1.Security/ListLabels',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.ListLabelsRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.LabelsResponse.FromString,
+                _registered_method=True)
+        self.CreateGroup = channel.unary_unary(
+                '/vtpm.v1.Security/CreateGroup',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.CreateGroupRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GroupInfo.FromString,
+                _registered_method=True)
+        self.LoadApprovalList = channel.unary_unary(
+                '/vtpm.v1.Security/LoadApprovalList',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.LoadApprovalListRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GroupInfo.FromString,
+                _registered_method=True)
+        self.ListGroups = channel.unary_unary(
+                '/vtpm.v1.Security/ListGroups',
+                request_serializer=vtpm_dot_v1_dot_vtpm__pb2.ListGroupsRequest.SerializeToString,
+                response_deserializer=vtpm_dot_v1_dot_vtpm__pb2.ListGroupsResponse.FromString,
+                _registered_method=True)
+
+
+class SecurityServicer:
+    """Access control: the sHype ACM policy, labels, approval groups. Every call passes its
+    own hook (policy_load, label_change, read); with the dummy module, administrators.
+    """
+
+    def LoadPolicy(self, request, context):
+        """A compiled policy (vtpmctl policy make): refused, with the violations, if it would
+        break what is running.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetLabel(self, request, context):
+        """Add (label set) or remove (label empty) a domain's or a vTPM's label.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLabels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateGroup(self, request, context):
+        """Approval groups (Xen vtpmmgr's): an approval key signs sequence-numbered lists of
+        acceptable DomS0 measurements; an older list than the stored one is refused.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadApprovalList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGroups(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SecurityServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'LoadPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadPolicy,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.LoadPolicyRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.PolicyInfo.SerializeToString,
+            ),
+            'GetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPolicy,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.GetPolicyRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.PolicyInfo.SerializeToString,
+            ),
+            'SetLabel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetLabel,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.SetLabelRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.LabelsResponse.SerializeToString,
+            ),
+            'ListLabels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLabels,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.ListLabelsRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.LabelsResponse.SerializeToString,
+            ),
+            'CreateGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateGroup,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.CreateGroupRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.GroupInfo.SerializeToString,
+            ),
+            'LoadApprovalList': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadApprovalList,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.LoadApprovalListRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.GroupInfo.SerializeToString,
+            ),
+            'ListGroups': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroups,
+                    request_deserializer=vtpm_dot_v1_dot_vtpm__pb2.ListGroupsRequest.FromString,
+                    response_serializer=vtpm_dot_v1_dot_vtpm__pb2.ListGroupsResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'vtpm.v1.Security', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('vtpm.v1.Security', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Security:
+    """Access control: the sHype ACM policy, labels, approval groups. Every call passes its
+    own hook (policy_load, label_change, read); with the dummy module, administrators.
+    """
+
+    @staticmethod
+    def LoadPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Security/LoadPolicy',
+            vtpm_dot_v1_dot_vtpm__pb2.LoadPolicyRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.PolicyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Security/GetPolicy',
+            vtpm_dot_v1_dot_vtpm__pb2.GetPolicyRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.PolicyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetLabel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Security/SetLabel',
+            vtpm_dot_v1_dot_vtpm__pb2.SetLabelRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.LabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLabels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Security/ListLabels',
+            vtpm_dot_v1_dot_vtpm__pb2.ListLabelsRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.LabelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Security/CreateGroup',
+            vtpm_dot_v1_dot_vtpm__pb2.CreateGroupRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.GroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadApprovalList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Security/LoadApprovalList',
+            vtpm_dot_v1_dot_vtpm__pb2.LoadApprovalListRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.GroupInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroups(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vtpm.v1.Security/ListGroups',
+            vtpm_dot_v1_dot_vtpm__pb2.ListGroupsRequest.SerializeToString,
+            vtpm_dot_v1_dot_vtpm__pb2.ListGroupsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
