@@ -26,6 +26,10 @@ from tpm2_pytss.types import TPML_PCR_SELECTION
 
 from domS0.frontends.control_sockets import LocalBackend
 from domS0.harness import SwtpmProcess, free_port
+from domS0.security.audit import AuditLog
+from domS0.security.dummy import DummyModule
+from domS0.security.gate import Gate
+from domS0.security.hooks import SecurityServer
 from tests import tpm2
 from tests.conftest import require_tool
 from tpm_emulator.constants import CC, RC
@@ -352,12 +356,14 @@ def tools(port: int, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=60)
 
 
-def test_tpm2_tools_through_a_swtpm_front_end(manager: VtpmManager) -> None:
+def test_tpm2_tools_through_a_swtpm_front_end(manager: VtpmManager, tmp_path: Path) -> None:
     """getrandom and pcrread work; tpm2_clear and an extend of PCR 0 get TPM errors."""
     assert shutil.which("tpm2_clear")
     instance = manager.create("dom0", engine="passthrough", start=True)
     port = free_port(2)
-    session = ControlSession(LocalBackend(instance, "test front end"), PLATFORM_CAPS, "dom0")
+    gate = Gate(SecurityServer([DummyModule()], AuditLog(tmp_path / "audit.log")))
+    session = ControlSession(LocalBackend(instance, "test front end", gate), PLATFORM_CAPS,
+                             "dom0")
     server = SwtpmSocketServer(session, Endpoint(port=port), Endpoint(port=port + 1))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
