@@ -188,10 +188,7 @@ class VtpmManager:
                 # Manufactured before the first write: a vTPM is stored with its EKs
                 # and certificates, or not at all.
                 record = record.with_state(self._manufacturer(record))
-            self.store.save(record)
-            instance = self._new_instance(record)
-            with self._lock:
-                self._instances[record.uuid] = instance
+            instance = self._register(record)
         finally:
             with self._lock:
                 self._reserved.discard(name)
@@ -291,10 +288,7 @@ class VtpmManager:
                     existing.record = record
                 instance = existing
             else:
-                self.store.save(record)
-                instance = self._new_instance(record)
-                with self._lock:
-                    self._instances[record.uuid] = instance
+                instance = self._register(record)
         finally:
             with self._lock:
                 self._reserved.discard(record.name)
@@ -302,6 +296,14 @@ class VtpmManager:
             self._notify("created", instance)
         log.info("vTPM %s (%s) arrived from %s, pending its source's commit", record.name,
                  record.uuid, mark.peer_host)
+        return instance
+
+    def _register(self, record: Record) -> Instance:
+        """Store a new vTPM's first record, then list it (callers hold its name)."""
+        self.store.save(record)
+        instance = self._new_instance(record)
+        with self._lock:
+            self._instances[record.uuid] = instance
         return instance
 
     def _new_instance(self, record: Record) -> Instance:

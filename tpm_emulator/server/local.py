@@ -3,10 +3,16 @@
 The standalone ``tpm-emulator`` keeps the whole TPM (permanent and volatile) in
 ``DIR/tpm-emulator.state``, rewritten durably after every command that may change
 state, so a killed server restarts exactly where its last answered command left it.
+
+One process at a time owns a state directory: ``DIR/.lock`` is held (``flock``) for
+the backend's life, as swtpm holds its ``.lock``. Two writers would otherwise each
+overwrite the other's commands. The socket and mssim servers refuse a directory in
+use; the stdio server (one short-lived process per ``cmd:`` TCTI context) waits.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from pathlib import Path
@@ -17,6 +23,26 @@ from ..tpm import TPM
 from .control import BackendError
 
 STATE_FILE = "tpm-emulator.state"
+LOCK_FILE = ".lock"
+
+
+class StateDirInUse(OSError):
+    """Another process holds the state directory's lock."""
+
+
+def lock_state_dir(state_dir: Path, wait: bool) -> int:
+    """Hold ``state_dir/.lock`` exclusively; the returned fd keeps the lock."""
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StateDirInUse(f"state directory {state_dir} is in use by another "
+                            "tpm-emulator") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def write_durably(path: Path, data: bytes) -> None:
@@ -39,8 +65,9 @@ def write_durably(path: Path, data: bytes) -> None:
 class LocalBackend:
     """One in-process TPM; commands run one at a time."""
 
-    def __init__(self, state_dir: Path | None) -> None:
+    def __init__(self, state_dir: Path | None, wait_for_lock: bool = False) -> None:
         self._path = state_dir / STATE_FILE if state_dir else None
+        self._lock_fd = lock_state_dir(state_dir, wait_for_lock) if state_dir else None
         self._lock = threading.Lock()
         self._saved = b""
         if self._path is not None and self._path.exists():
