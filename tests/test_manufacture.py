@@ -33,7 +33,6 @@ from vtpm_manager.manufacture import (
     NV_RSA2048_EK_CERT,
     Execute,
     Manufactured,
-    ManufactureUnsupported,
     ecc_p256_ek_template,
     esapi_over,
     manufacture,
@@ -201,12 +200,17 @@ def test_an_already_started_tpm_is_left_started(engine: SwtpmEngine, ca: VtpmCA)
         assert len(bytes(esapi.get_random(8))) == 8   # no TPM_RC_INITIALIZE: still up
 
 
-def test_builtin_engine_is_refused_with_a_typed_error(ca: VtpmCA) -> None:
+def test_builtin_engine_is_manufactured(ca: VtpmCA) -> None:
     builtin = BuiltinEngine()
     builtin.start(None)
     try:
-        with pytest.raises(ManufactureUnsupported, match="TPM2_CreatePrimary"):
-            manufacture(builtin.execute, ca, IDENTITY)
+        result = manufacture(builtin.execute, ca, IDENTITY)
+        certs = read_certificates(builtin.execute)
+        for key in result.endorsement_keys:
+            assert certs[key.nv_index] == key.certificate.public_bytes(
+                serialization.Encoding.DER)
+        assert spki(result.endorsement_keys[0].public_key) == recreated_ek_spki(
+            builtin.execute)["rsa2048"]
     finally:
         builtin.stop()
 
@@ -343,13 +347,15 @@ def test_manager_create_manufactures(manager: VtpmManager, ca: VtpmCA, tmp_path:
     assert spki(rsa.public_key()) == recreated_ek_spki(execute)["rsa2048"]
 
 
-def test_manager_create_on_builtin_skips_manufacturing(manager: VtpmManager,
-                                                       caplog: pytest.LogCaptureFixture
-                                                       ) -> None:
-    with caplog.at_level("WARNING"):
-        instance = manager.create("plain", "builtin", start=True)
+def test_manager_create_on_builtin_manufactures(manager: VtpmManager) -> None:
+    instance = manager.create("plain", "builtin", start=True)
     assert instance.running and instance.holder is None
-    assert "not manufactured" in caplog.text and "TPM2_CreatePrimary" in caplog.text
+
+    def execute(command: bytes) -> bytes:
+        return instance.execute(command, 0, None)
+
+    started(execute)
+    assert set(read_certificates(execute)) == set(CERT_INDICES)
 
 
 def test_a_failed_manufacture_leaves_no_vtpm(tmp_path: Path, kek: KeyEncryptionKey) -> None:

@@ -28,6 +28,7 @@ from .constants import (
 )
 from .crypto import HASHES
 from .errors import TpmError, with_parameter
+from .objects.public import OBJECT_ALGORITHMS
 from .pcr import pcr_property_bitmaps
 from .structures import (
     TPML_ALG_PROPERTY,
@@ -48,10 +49,12 @@ from .structures import (
 T = TypeVar("T")
 
 # TPM_CAP_ALGS: only what a command can actually use. Hashes serve PCR banks, Hash,
-# sessions and tickets; nothing else (no keys, no symmetric modes) is exposed yet.
-ALGORITHMS: tuple[tuple[int, int], ...] = tuple(
-    (alg, TPMA_ALGORITHM_HASH) for alg in sorted(HASHES)
-)
+# sessions and tickets; the object types and AES-CFB (which protects children and
+# contexts) serve the object commands. Signing and encryption schemes are not listed:
+# no command uses them yet. Property values are libtpms'.
+ALGORITHMS: tuple[tuple[int, int], ...] = tuple(sorted(
+    [(alg, TPMA_ALGORITHM_HASH) for alg in HASHES] + list(OBJECT_ALGORITHMS)
+))
 
 PERMANENT_HANDLES: tuple[int, ...] = (
     RH.OWNER, RH.NULL, RH.PW, RH.LOCKOUT, RH.ENDORSEMENT, RH.PLATFORM, RH.PLATFORM_NV,

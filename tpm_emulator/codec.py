@@ -69,7 +69,11 @@ class Int(Wire):
 
     def __init__(self, fmt: str, allowed: Iterable[int] | None = None, rc: int = RC.VALUE):
         self.st = struct.Struct(">" + fmt)
-        self.allowed = frozenset(int(a) for a in allowed) if allowed is not None else None
+        # A range stays a range (a handle range has millions of members; membership is
+        # arithmetic); anything else becomes a frozenset.
+        self.allowed: range | frozenset[int] | None = (
+            allowed if isinstance(allowed, range)
+            else frozenset(int(a) for a in allowed) if allowed is not None else None)
         self.rc = rc
 
     def restrict(self, allowed: Iterable[int], rc: int = RC.VALUE) -> Int:

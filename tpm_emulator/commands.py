@@ -336,3 +336,13 @@ COMMANDS: dict[int, Command] = {
                 sessions_allowed=False),
     )
 }
+
+# Object commands (Part 3, clauses 12, 24, 28) are declared in their own package.
+from .objects.commands import OBJECT_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.cc: c for c in OBJECT_COMMANDS})
+
+# NV storage (Part 3, clause 31) is declared in nv/commands.py.
+from .nv.commands import NV_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.cc: c for c in NV_COMMANDS})

@@ -98,6 +98,8 @@ def startup(tpm: TPM, inv: Invocation, p: c.Startup_In) -> c.Empty:
         tpm.clock_safe = perm.orderly != Orderly.NONE
     if fx.count_restart:
         perm.restart_count = (perm.restart_count + 1) & 0xFFFFFFFF
+    if fx.clear_nv_stclear:
+        perm.nv.startup_clear()
     tpm.startup_orderly = perm.orderly != Orderly.NONE
     perm.orderly = Orderly.NONE
     perm.shutdown_state = None
@@ -244,6 +246,8 @@ def start_auth_session(tpm: TPM, inv: Invocation,
 
 @handles(CC.FlushContext)
 def flush_context(tpm: TPM, inv: Invocation, p: c.FlushContext_In) -> c.Empty:
+    if _objects.flush_object(tpm, p.flushHandle):
+        return c.Empty()
     if not (is_session_handle(p.flushHandle)
             and tpm.reset_data.sessions.flush(p.flushHandle)):
         raise TpmError(with_parameter(RC.HANDLE, 1), "nothing to flush")
@@ -253,6 +257,8 @@ def flush_context(tpm: TPM, inv: Invocation, p: c.FlushContext_In) -> c.Empty:
 @handles(CC.ContextSave)
 def context_save(tpm: TPM, inv: Invocation, p: c.Empty) -> c.ContextSave_Out:
     handle = inv.handles[0]
+    if handle >> 24 == HT.TRANSIENT:
+        return c.ContextSave_Out(_objects.save_object(tpm, handle))
     table = tpm.reset_data.sessions
     s = table.find_loaded(handle)
     if s is None:  # pragma: no cover - the load-status check already refused it
@@ -267,10 +273,10 @@ def context_save(tpm: TPM, inv: Invocation, p: c.Empty) -> c.ContextSave_Out:
 def context_load(tpm: TPM, inv: Invocation, p: c.ContextLoad_In) -> c.ContextLoad_Out:
     ctx = p.context
     handle = ctx.savedHandle
+    if handle >> 24 == HT.TRANSIENT:
+        return c.ContextLoad_Out(_objects.load_object(tpm, ctx))
     if not is_session_handle(handle):
-        # No object context can be ours yet; anything else is not a context handle.
-        rc = RC.INTEGRITY if handle >> 24 == HT.TRANSIENT else RC.VALUE
-        raise TpmError(with_parameter(rc, 1))
+        raise TpmError(with_parameter(RC.VALUE, 1))
     try:
         split_context(ctx.contextBlob)
     except ValueError as e:  # reference ContextLoad returns the bare unmarshal code
@@ -289,5 +295,10 @@ def context_load(tpm: TPM, inv: Invocation, p: c.ContextLoad_In) -> c.ContextLoa
         raise TpmError(with_parameter(e.rc, 1)) from None
     return c.ContextLoad_Out(s.handle)
 
+
+from .nv.actions import NV_HANDLERS  # noqa: E402
+from .objects import handlers as _objects  # noqa: E402  (registers the object commands)
+
+HANDLERS.update(NV_HANDLERS)
 
 assert set(HANDLERS) == set(c.COMMANDS), "every declared command needs a handler"

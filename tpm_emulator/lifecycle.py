@@ -51,12 +51,13 @@ class StartupEffects:
     restore_saved_pcrs: bool  # state-saved PCRs come back from Shutdown(STATE)
     keep_saved_sessions: bool  # saved session contexts stay loadable
     keep_pcr_counter: bool
+    clear_nv_stclear: bool  # NV read locks, WRITE_STCLEAR locks, CLEAR_STCLEAR data
 
 
 STARTUP_EFFECTS: dict[StartupKind, StartupEffects] = {
-    StartupKind.RESET: StartupEffects(True, True, False, False, False, False),
-    StartupKind.RESTART: StartupEffects(False, False, True, False, True, True),
-    StartupKind.RESUME: StartupEffects(False, False, True, True, True, True),
+    StartupKind.RESET: StartupEffects(True, True, False, False, False, False, True),
+    StartupKind.RESTART: StartupEffects(False, False, True, False, True, True, True),
+    StartupKind.RESUME: StartupEffects(False, False, True, True, True, True, False),
 }
 
 # Before TPM2_Startup only TPM2_Startup is accepted; after it, TPM2_Startup is not

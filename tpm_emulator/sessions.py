@@ -192,6 +192,11 @@ class Entity:
     auth_value: bytes
     auth_policy: bytes
     da_exempt: bool
+    # Part 1, 19.x: whether the authValue may be used for this command (an NV index
+    # without AUTHREAD cannot be read with it), and whether the role demands a policy
+    # session (ADMIN on an NV index); else TPM_RC_AUTH_UNAVAILABLE / TPM_RC_AUTH_TYPE.
+    auth_value_available: bool = True
+    policy_required: bool = False
 
 
 def strip_zeros(b: bytes) -> bytes:
@@ -259,14 +264,21 @@ def _hmac_key(s: Session, entity: Entity) -> bytes:
 
 def authorize(
     auths: list[TPMS_AUTH_COMMAND], sessions: list[Session | None], entities: list[Entity],
-    cc: int, params: bytes,
+    cc: int, params: bytes, names: list[bytes] | None = None,
 ) -> None:
-    """Check each authorization against its entity (Part 1, 19.8 / 19.6.5)."""
+    """Check each authorization against its entity (Part 1, 19.8 / 19.6.5). ``names``
+    are the Names of every handle of the command, for cpHash (default: the entities')."""
     cp_cache: dict[int, bytes] = {}
-    names = [e.name for e in entities]
+    if names is None:
+        names = [e.name for e in entities]
     for i, entity in enumerate(entities):
         auth, s, n = auths[i], sessions[i], i + 1
         fail = RC.BAD_AUTH if entity.da_exempt else RC.AUTH_FAIL
+        uses_auth_value = s is None or s.kind == SE.HMAC
+        if entity.policy_required and uses_auth_value:
+            raise TpmError(RC.AUTH_TYPE, "this role needs a policy session")
+        if uses_auth_value and not entity.auth_value_available:
+            raise TpmError(RC.AUTH_UNAVAILABLE)
         if s is None:  # password
             if not equal(strip_zeros(auth.hmac), strip_zeros(entity.auth_value)):
                 raise TpmError(with_session(fail, n), "password mismatch")
@@ -302,13 +314,14 @@ def build_response_auths(
             out += b"\x00\x00" + bytes([TPMA_SESSION.continueSession]) + b"\x00\x00"
             continue
         s.nonce_tpm = os.urandom(s.hash.size)
-        mac = b""
-        if s.kind == SE.HMAC:
-            rp = rp_cache.get(s.auth_hash)
-            if rp is None:
-                rp = rp_cache[s.auth_hash] = rp_hash(s.hash, cc, rparams)
-            mac = s.hash.hmac(_hmac_key(s, entity), rp, s.nonce_tpm, auth.nonce, attrs)
-        else:
+        rp = rp_cache.get(s.auth_hash)
+        if rp is None:
+            rp = rp_cache[s.auth_hash] = rp_hash(s.hash, cc, rparams)
+        # A policy session HMACs its response too, keyed by sessionKey alone: the
+        # authValue joins only after TPM2_PolicyAuthValue (Part 1, 19.6.x), not implemented.
+        key = _hmac_key(s, entity) if s.kind == SE.HMAC else s.session_key
+        mac = s.hash.hmac(key, rp, s.nonce_tpm, auth.nonce, attrs)
+        if s.kind != SE.HMAC:
             s.policy_digest = bytes(s.hash.size)  # a used policy session starts over
         out += struct.pack(">H", len(s.nonce_tpm)) + s.nonce_tpm + attrs
         out += struct.pack(">H", len(mac)) + mac

@@ -3,7 +3,8 @@
 Live state is split as Part 1 splits it (and the reference's ``gp``/``gr``/``gc``):
 
 * ``PermanentState`` — survives everything but manufacture: primary seeds, hierarchy
-  proofs, Clock, reset/restart counts, and what the last TPM2_Shutdown left behind.
+  proofs, Clock, reset/restart counts, NV indices (``nv/store.py``), and what the last
+  TPM2_Shutdown left behind.
 * ``ResetData`` — lives from one TPM Reset to the next: nullProof, PCR values and
   pcrUpdateCounter, the context counter and the saved-session table. TPM2_Shutdown(STATE)
   stores a copy of it so a TPM Restart/Resume can bring it back.
@@ -22,13 +23,15 @@ import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
-from .codec import UINT8, UINT32, UINT64, Int, ListOf, Sized, unmarshal
+from .codec import UINT8, UINT32, UINT64, Int, ListOf, Reader, Sized, Wire, unmarshal
 from .constants import IMPLEMENTATION_PCR, MAX_ACTIVE_SESSIONS, MAX_LOADED_SESSIONS, RC, SE
 from .crypto import HASHES
 from .errors import StateFormatError, TpmError
 from .lifecycle import Orderly
+from .nv.store import NvStateRecord, NvStore
+from .objects.store import MAX_PERSISTENT_OBJECTS, LoadedObject, ObjectRecord
 from .pcr import PcrBanks
 from .sessions import Session, SessionTable
 
@@ -47,6 +50,7 @@ class ResetData:
     null_proof: bytes = field(default_factory=lambda: os.urandom(PROOF_SIZE))
     pcrs: PcrBanks = field(default_factory=PcrBanks)
     sessions: SessionTable = field(default_factory=SessionTable)
+    objects: dict[int, LoadedObject] = field(default_factory=dict)  # transient slots
 
     def saved_copy(self) -> ResetData:
         """What Shutdown(STATE) keeps: everything but the loaded sessions."""
@@ -69,6 +73,8 @@ class PermanentState:
     restart_count: int = 0
     orderly: Orderly = Orderly.NONE
     shutdown_state: ResetData | None = None  # present after Shutdown(STATE)
+    persistent: dict[int, LoadedObject] = field(default_factory=dict)  # EvictControl
+    nv: NvStore = field(default_factory=NvStore)  # NV indices (nv/store.py)
 
     @classmethod
     def manufacture(cls) -> PermanentState:
@@ -121,6 +127,20 @@ class ResetDataRecord:
                                                                       MAX_LOADED_SESSIONS)]
 
 
+class Trailing(Wire):
+    """A record appended to format version 1 after it shipped: absent (older blob) reads
+    as the empty list, so blobs written before it still restore."""
+
+    def __init__(self, inner: Wire) -> None:
+        self.inner = inner
+
+    def read(self, r: Reader, prior: dict[str, Any]) -> Any:
+        return self.inner.read(r, prior) if r.remaining() else ()
+
+    def write(self, out: bytearray, value: Any, obj: Any) -> None:
+        self.inner.write(out, value, obj)
+
+
 @dataclass(frozen=True)
 class StateRecord:
     """Format version 1 of the whole TPM."""
@@ -141,6 +161,13 @@ class StateRecord:
     clockSafe: Annotated[int, Int("B", (0, 1))]
     time: UINT64
     current: Annotated[tuple[ResetDataRecord, ...], ListOf(ResetDataRecord, 1)]
+    # Trailing records (still format version 1): persistent and loaded transient objects.
+    persistentObjects: Annotated[tuple[ObjectRecord, ...], Trailing(
+        ListOf(ObjectRecord, MAX_PERSISTENT_OBJECTS))] = ()
+    transientObjects: Annotated[tuple[ObjectRecord, ...], Trailing(
+        ListOf(ObjectRecord, MAX_PERSISTENT_OBJECTS))] = ()
+    # Trailing record: the NV indices and the counters' high-water mark (none: no NV).
+    nvState: Annotated[tuple[NvStateRecord, ...], Trailing(ListOf(NvStateRecord, 1))] = ()
 
 
 def reset_record(rd: ResetData) -> ResetDataRecord:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from . import handlers as _handlers
 from .codec import Reader, schema
-from .commands import COMMANDS, Command
+from .commands import COMMANDS, MAX_LOADED_OBJECTS, Auth, Command
 from .constants import (
     HT,
     IMPLEMENTATION_PCR,
@@ -34,6 +34,9 @@ from .crypto import CONTEXT_SYM_BITS, MAX_DIGEST_SIZE
 from .errors import StateFormatError, TpmError, with_handle, with_parameter
 from .frame import error_response, frame_error
 from .lifecycle import ALLOWED_BEFORE_STARTUP, KEEPS_ORDERLY, REFUSED_AFTER_STARTUP, Orderly
+from .nv.public import MAX_NV_BUFFER_SIZE, MAX_NV_INDEX_SIZE
+from .nv.store import store_from_record, store_record
+from .objects import store
 from .sessions import (
     HMAC_SESSION_FIRST,
     POLICY_SESSION_FIRST,
@@ -132,8 +135,13 @@ class TPM:
         }
         return proofs.get(hierarchy) or self.reset_data.null_proof
 
-    def entity(self, handle: int) -> Entity:
-        """Name, authValue and authPolicy of an entity that exists (Part 1, 16)."""
+    def entity(self, handle: int, cc: int | None = None, role: Auth | None = None) -> Entity:
+        """Name, authValue and authPolicy of an entity that exists (Part 1, 16); with
+        ``cc`` and ``role``, also whether they may authorize that command."""
+        if handle >> 24 == HT.NV_INDEX:
+            return self.perm.nv.entity(handle, cc, admin=role == Auth.ADMIN)
+        if store.is_object_handle(handle):
+            return store.get(self, handle).entity(role)
         name = _U32.pack(handle)  # PCRs, permanent handles and sessions: Name = handle
         return Entity(name, b"", b"", da_exempt=handle >> 24 == HT.PCR or handle == RH.NULL)
 
@@ -150,12 +158,18 @@ class TPM:
             return sorted(HMAC_SESSION_FIRST + i for i in self._rd.sessions.loaded)
         if htype == HT.POLICY_SESSION and self._rd is not None:
             return sorted(POLICY_SESSION_FIRST + i for i in self._rd.sessions.saved)
+        if htype in (HT.TRANSIENT, HT.PERSISTENT):
+            return store.handles(self, htype)
+        if htype == HT.NV_INDEX:
+            return self.perm.nv.handles()
         return []
 
     def tpm_properties(self) -> dict[int, int]:
         """TPM_PT values (Part 2, 6.13): fixed group, then variable group."""
         ncmd = len(COMMANDS)
         loaded = len(self._rd.sessions.loaded) if self._rd else 0
+        transient = len(self._rd.objects) if self._rd else 0
+        persistent = len(self.perm.persistent)
         active = self._rd.sessions.active() if self._rd else 0
         return {
             PT.FAMILY_INDICATOR: 0x322E3000,  # "2.0"
@@ -172,15 +186,15 @@ class TPM:
             PT.FIRMWARE_VERSION_1: 0x00010000,
             PT.FIRMWARE_VERSION_2: 0,
             PT.INPUT_BUFFER: 1024,
-            PT.HR_TRANSIENT_MIN: 0,
-            PT.HR_PERSISTENT_MIN: 0,
+            PT.HR_TRANSIENT_MIN: MAX_LOADED_OBJECTS,
+            PT.HR_PERSISTENT_MIN: 7,  # as libtpms reports
             PT.HR_LOADED_MIN: MAX_LOADED_SESSIONS,
             PT.ACTIVE_SESSIONS_MAX: MAX_ACTIVE_SESSIONS,
             PT.PCR_COUNT: IMPLEMENTATION_PCR,
             PT.PCR_SELECT_MIN: (IMPLEMENTATION_PCR + 7) // 8,
             PT.CONTEXT_GAP_MAX: 0xFFFF,
-            PT.NV_COUNTERS_MAX: 0,
-            PT.NV_INDEX_MAX: 0,
+            PT.NV_COUNTERS_MAX: 0,  # no fixed limit: counters share the NV memory
+            PT.NV_INDEX_MAX: MAX_NV_INDEX_SIZE,
             PT.MEMORY: 0,
             PT.CLOCK_UPDATE: 1 << 12,
             PT.CONTEXT_HASH: TPM_ALG.SHA256,
@@ -201,22 +215,22 @@ class TPM:
             PT.TOTAL_COMMANDS: ncmd,
             PT.LIBRARY_COMMANDS: ncmd,
             PT.VENDOR_COMMANDS: 0,
-            PT.NV_BUFFER_MAX: 1024,
+            PT.NV_BUFFER_MAX: MAX_NV_BUFFER_SIZE,
             PT.MODES: 0,
             PT.MAX_CAP_BUFFER: 1024,
             PT.PERMANENT: 1 << 10,  # tpmGeneratedEPS; no auths set, not in lockout
             # TPMA_STARTUP_CLEAR: phEnable, shEnable, ehEnable, phEnableNV, orderly.
             PT.STARTUP_CLEAR: 0xF | (1 << 31 if self.startup_orderly else 0),
-            PT.HR_NV_INDEX: 0,
+            PT.HR_NV_INDEX: len(self.perm.nv.indices),
             PT.HR_LOADED: loaded,
             PT.HR_LOADED_AVAIL: MAX_LOADED_SESSIONS - loaded,
             PT.HR_ACTIVE: active,
             PT.HR_ACTIVE_AVAIL: MAX_ACTIVE_SESSIONS - active,
-            PT.HR_TRANSIENT_AVAIL: 0,
-            PT.HR_PERSISTENT: 0,
-            PT.HR_PERSISTENT_AVAIL: 0,
-            PT.NV_COUNTERS: 0,
-            PT.NV_COUNTERS_AVAIL: 0,
+            PT.HR_TRANSIENT_AVAIL: MAX_LOADED_OBJECTS - transient,
+            PT.HR_PERSISTENT: persistent,
+            PT.HR_PERSISTENT_AVAIL: store.MAX_PERSISTENT_OBJECTS - persistent,
+            PT.NV_COUNTERS: self.perm.nv.counters(),
+            PT.NV_COUNTERS_AVAIL: self.perm.nv.counters_available(),
             PT.ALGORITHM_SET: 0,
             PT.LOADED_CURVES: 0,
             PT.LOCKOUT_COUNTER: 0,
@@ -275,10 +289,12 @@ class TPM:
             raise TpmError(RC.AUTH_MISSING)
         param_bytes = cmd[r.pos :]
 
-        auth_entities = [self.entity(h) for h, hs in zip(handles, spec.handles, strict=True)
+        auth_entities = [self.entity(h, cc, hs.auth)
+                         for h, hs in zip(handles, spec.handles, strict=True)
                          if hs.auth is not None]
         if auths:
-            authorize(auths, sessions, auth_entities, cc, param_bytes)
+            authorize(auths, sessions, auth_entities, cc, param_bytes,
+                      [self.entity(h).name for h in handles])
 
         params = self._parse_params(spec, r)
         out = _handlers.HANDLERS[cc](
@@ -303,11 +319,18 @@ class TPM:
         # EntityGetLoadStatus: every handle must name something that is there.
         for i, h in enumerate(handles):
             htype = h >> 24
-            if htype in (HT.HMAC_SESSION, HT.POLICY_SESSION, HT.TRANSIENT):
+            if htype in (HT.HMAC_SESSION, HT.POLICY_SESSION):
                 if self.reset_data.sessions.find_loaded(h) is None:
                     raise TpmError(RC.REFERENCE_H0 + i)
-            elif htype in (HT.PERSISTENT, HT.NV_INDEX):
-                raise TpmError(with_handle(RC.HANDLE, i + 1))
+            elif htype == HT.TRANSIENT:
+                if store.find(self, h) is None:
+                    raise TpmError(RC.REFERENCE_H0 + i)
+            elif htype == HT.PERSISTENT:
+                if store.find(self, h) is None:
+                    raise TpmError(with_handle(RC.HANDLE, i + 1))
+            elif htype == HT.NV_INDEX:
+                if h not in self.perm.nv:
+                    raise TpmError(with_handle(RC.HANDLE, i + 1))
         return handles
 
     @staticmethod
@@ -351,6 +374,9 @@ class TPM:
             int(self.started), int(self.startup_orderly), int(self.clock_safe),
             self.time_ms(),
             (reset_record(self._rd),) if self._rd is not None else (),
+            persistentObjects=store.persistent_records(self),
+            transientObjects=store.transient_records(self),
+            nvState=(store_record(p.nv),),
         ))
 
     @classmethod
@@ -372,5 +398,8 @@ class TPM:
         tpm.startup_orderly = bool(rec.startupOrderly)
         tpm.clock_safe = bool(rec.clockSafe)
         tpm._time_base_ms = rec.time
+        store.restore_records(tpm, rec.transientObjects, rec.persistentObjects)
+        if rec.nvState:
+            tpm.perm.nv = store_from_record(rec.nvState[0])
         return tpm
 

@@ -131,8 +131,9 @@ class ManufactureError(Exception):
 class ManufactureUnsupported(ManufactureError):
     """The TPM does not implement a command manufacturing needs (TPM_RC_COMMAND_CODE).
 
-    Today the builtin engine lacks TPM2_CreatePrimary and the NV commands; callers
-    skip manufacturing for it and log this message.
+    Both engines implement what manufacturing needs (the builtin one since it gained
+    TPM2_CreatePrimary and the NV commands); callers that meet a TPM without them
+    skip manufacturing and log this message.
     """
 
     def __init__(self, command: str) -> None:
@@ -540,8 +541,8 @@ def state_manufacturer(
     powered on, power-cycles it and returns the whole state, which the manager then
     writes as the vTPM's first record. So a vTPM is stored manufactured or not at
     all: a crash half-way leaves nothing behind, and nobody can use a vTPM whose EK
-    certificates are not yet in place. A TPM without the commands (builtin engine
-    today) is logged and gets ``None``: the engine's fresh state.
+    certificates are not yet in place. A TPM without the commands is logged and gets
+    ``None``: the engine's fresh state.
     """
     make: EngineFactory = factory or make_engine
 
