@@ -1,4 +1,4 @@
-"""``python -m bench {transmit,load,manufacture,measure,migrate}``."""
+"""``python -m bench {transmit,load,manufacture,measure,migrate,fuzz}``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import load, manufacture, measure, migrate, transmit
+from . import fuzz, load, manufacture, measure, migrate, transmit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,6 +18,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     manufacture.add_parser(sub)
     measure.add_parser(sub)
     migrate.add_parser(sub)
+    fuzz.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

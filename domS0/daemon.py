@@ -373,9 +373,12 @@ def serve(settings: Settings) -> int:
         credentials=listener.credentials,
     )
     stopping = threading.Event()
+    received: list[str] = []
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
+        # No logging here: a handler that interrupts a thread holding the logging
+        # lock would wait on it forever. The main loop logs once it wakes.
+        received.append(signal.Signals(signum).name)
         stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -392,7 +395,11 @@ def serve(settings: Settings) -> int:
         listener.start()
         atomic_write(state_dir / LISTEN_FILE, (address + "\n").encode(), mode=0o644)
         log.info("DomS0 serving on %s (state %s, run dir %s)", address, state_dir, run_root)
-        stopping.wait()
+        # Wake every second: the main thread runs the signal handlers, and a wait that
+        # never times out can miss a wake-up that raced with it.
+        while not stopping.wait(1.0):
+            pass
+        log.info("received %s; stopping", received[0] if received else "a stop request")
     finally:
         health.enter_graceful_shutdown()
         for name in ("",):
