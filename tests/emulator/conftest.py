@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.emulator.emulator_wire import startup
+from tests.emulator.inprocess import esapi_over
 from tpm_emulator import TPM
 
 
@@ -25,24 +26,7 @@ def tpm() -> TPM:
 
 @pytest.fixture
 def esapi(tpm: TPM) -> Iterator[object]:
-    from tpm2_pytss import ESAPI
-    from tpm2_pytss.TCTI import PyTCTI
-
-    class InProcessTCTI(PyTCTI):
-        """Hands command bytes straight to the emulator core: no sockets."""
-
-        def __init__(self, core: TPM) -> None:
-            super().__init__(max_size=4096)
-            self.core = core
-            self.response = b""
-
-        def do_transmit(self, command: bytes) -> None:
-            self.response = self.core.execute(bytes(command))
-
-        def do_receive(self, timeout: int) -> bytes:
-            return self.response
-
-    with ESAPI(InProcessTCTI(tpm)) as ectx:
+    with esapi_over(tpm) as ectx:
         yield ectx
 
 

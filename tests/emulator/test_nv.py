@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from tpm2_pytss import (
-    ESAPI,
     ESYS_TR,
     TPM2_ALG,
     TPM2_CAP,
@@ -29,10 +26,10 @@ from tpm2_pytss import (
     TPMT_SYM_DEF,
     TSS2_Exception,
 )
-from tpm2_pytss.TCTI import PyTCTI
 
 from tests.conftest import require_tool
 from tests.emulator.emulator_wire import rc, startup, with_pw
+from tests.emulator.inprocess import esapi_over
 from tests.emulator.test_server import Server
 from tpm_emulator import TPM
 
@@ -42,23 +39,6 @@ OWNER_RW = (TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD | TPMA_NV.AUTHWRITE | TPMA_NV
 NT_SHIFT = 4
 
 
-class _InProcessTCTI(PyTCTI):
-    def __init__(self, core: TPM) -> None:
-        super().__init__(max_size=4096)
-        self.core = core
-        self.response = b""
-
-    def do_transmit(self, command: bytes) -> None:
-        self.response = self.core.execute(bytes(command))
-
-    def do_receive(self, timeout: int) -> bytes:
-        return self.response
-
-
-@contextmanager
-def esapi_over(core: TPM) -> Iterator[Any]:
-    with ESAPI(_InProcessTCTI(core)) as ectx:
-        yield ectx
 
 
 def nv_public(index: int, attrs: int, size: int, nt: int = TPM2_NT.ORDINARY,

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from tpm2_pytss import (
-    ESAPI,
     ESYS_TR,
     TPM2_ALG,
     TPM2_CAP,
@@ -28,32 +25,15 @@ from tpm2_pytss import (
     TPMT_SYM_DEF,
     TSS2_Exception,
 )
-from tpm2_pytss.TCTI import PyTCTI
 
 from tests.emulator.emulator_wire import startup
+from tests.emulator.inprocess import esapi_over
 from tpm_emulator import TPM
 
 PARENT = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|decrypt|noda"
 SEALED = "fixedtpm|fixedparent|userwithauth|noda"
 
 
-class InProcessTCTI(PyTCTI):
-    def __init__(self, core: TPM) -> None:
-        super().__init__(max_size=4096)
-        self.core = core
-        self.response = b""
-
-    def do_transmit(self, command: bytes) -> None:
-        self.response = self.core.execute(bytes(command))
-
-    def do_receive(self, timeout: int) -> bytes:
-        return self.response
-
-
-@contextmanager
-def esapi_over(core: TPM) -> Iterator[Any]:
-    with ESAPI(InProcessTCTI(core)) as e:
-        yield e
 
 
 def parent_template(alg: str = "ecc256:aes128cfb") -> Any:
