@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vtpm_manager.durable import atomic_write
+from vtpm_manager.migration.hostcert import cert_pem, key_pem, key_usage, utc_now
 
 from .principal import ANONYMOUS, Principal, parse_principal
 
@@ -110,7 +111,7 @@ class CallersCA:
         if unix_peer is not None:
             names.append(x509.UniformResourceIdentifier(
                 f"{UNIX_PEER_URI}{unix_peer.uid}:{unix_peer.gid}:{unix_peer.pid}"))
-        now = _now()
+        now = utc_now()
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -120,7 +121,7 @@ class CallersCA:
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + lifetime)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_key_usage(digital_signature=True), critical=True)
+            .add_extension(key_usage(digital_signature=True), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -146,15 +147,15 @@ def ensure_tls(state_dir: Path, host_name: str = "") -> bool:
                                 f"{CA_CERT} or remove both to start a new callers CA")
         key = ec.generate_private_key(_CURVE())
         cert = _ca_certificate(key, host_name or socket.gethostname())
-        atomic_write(folder / CA_KEY, _key_pem(key), mode=0o600)
-        atomic_write(folder / CA_CERT, _cert_pem(cert), mode=0o644)
+        atomic_write(folder / CA_KEY, key_pem(key), mode=0o600)
+        atomic_write(folder / CA_CERT, cert_pem(cert), mode=0o644)
         created = True
     if not (folder / SERVER_CERT).exists() or not (folder / SERVER_KEY).exists():
         ca = CallersCA.load(state_dir)
         key = ec.generate_private_key(_CURVE())
         cert = _server_certificate(ca, key, host_name)
-        atomic_write(folder / SERVER_KEY, _key_pem(key), mode=0o600)
-        atomic_write(folder / SERVER_CERT, _cert_pem(cert), mode=0o644)
+        atomic_write(folder / SERVER_KEY, key_pem(key), mode=0o600)
+        atomic_write(folder / SERVER_CERT, cert_pem(cert), mode=0o644)
         created = True
     return created
 
@@ -188,8 +189,8 @@ def issue_client(state_dir: Path, principal: Principal, out_dir: Path) -> tuple[
     cert = ca.issue(principal, key.public_key())
     out_dir.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = out_dir / CLIENT_CERT, out_dir / CLIENT_KEY
-    atomic_write(key_path, _key_pem(key), mode=0o600)
-    atomic_write(cert_path, _cert_pem(cert), mode=0o644)
+    atomic_write(key_path, key_pem(key), mode=0o600)
+    atomic_write(cert_path, cert_pem(cert), mode=0o644)
     atomic_write(out_dir / CA_CERT, ca.pem, mode=0o644)
     return cert_path, key_path
 
@@ -251,7 +252,7 @@ def _san_uris(cert: x509.Certificate) -> list[str]:
 def _ca_certificate(key: ec.EllipticCurvePrivateKey, host: str) -> x509.Certificate:
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vtpm-stack"),
                       x509.NameAttribute(NameOID.COMMON_NAME, f"DomS0 callers CA {host}")])
-    now = _now()
+    now = utc_now()
     return (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -260,7 +261,7 @@ def _ca_certificate(key: ec.EllipticCurvePrivateKey, host: str) -> x509.Certific
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=365 * CA_YEARS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(key_cert_sign=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
         .sign(key, hashes.SHA384())
@@ -272,7 +273,7 @@ def _server_certificate(ca: CallersCA, key: ec.EllipticCurvePrivateKey,
     hosts = dict.fromkeys(h for h in ("localhost", host_name, socket.gethostname()) if h)
     names: list[x509.GeneralName] = [x509.DNSName(h) for h in hosts]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in ("127.0.0.1", "::1")]
-    now = _now()
+    now = utc_now()
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
@@ -283,7 +284,7 @@ def _server_certificate(ca: CallersCA, key: ec.EllipticCurvePrivateKey,
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=SERVER_DAYS))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                        critical=False)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
@@ -295,35 +296,6 @@ def _server_certificate(ca: CallersCA, key: ec.EllipticCurvePrivateKey,
 
 def new_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(_CURVE())
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return _key_pem(key)
-
-
-def cert_pem(cert: x509.Certificate) -> bytes:
-    return _cert_pem(cert)
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _cert_pem(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def _key_usage(*, digital_signature: bool = False,
-               key_cert_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
-                         key_encipherment=False, data_encipherment=False,
-                         key_agreement=False, key_cert_sign=key_cert_sign,
-                         crl_sign=key_cert_sign, encipher_only=False, decipher_only=False)
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def private_dir(path: Path) -> Path:

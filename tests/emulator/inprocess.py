@@ -1,21 +1,24 @@
-"""tpm2-pytss ESAPI straight onto an in-process emulator core: no sockets."""
+"""tpm2-pytss ESAPI straight onto anything that executes TPM commands in process (our
+emulator core, an engine): no sockets."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from tpm2_pytss import ESAPI
 from tpm2_pytss.TCTI import PyTCTI
 
-from tpm_emulator import TPM
+
+class Executes(Protocol):
+    def execute(self, command: bytes) -> bytes: ...
 
 
 class InProcessTCTI(PyTCTI):
     """Hands command bytes to the core and its response back."""
 
-    def __init__(self, core: TPM) -> None:
+    def __init__(self, core: Executes) -> None:
         super().__init__(max_size=4096)
         self.core = core
         self.response = b""
@@ -28,6 +31,6 @@ class InProcessTCTI(PyTCTI):
 
 
 @contextmanager
-def esapi_over(core: TPM) -> Iterator[Any]:
+def esapi_over(core: Executes) -> Iterator[Any]:
     with ESAPI(InProcessTCTI(core)) as ectx:
         yield ectx

@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tpm2_pytss import ESAPI, TCTILdr, TSS2_Exception
+from tpm2_pytss import TCTILdr, TSS2_Exception
 from tpm2_pytss.constants import ESYS_TR, TPM2_SU
-from tpm2_pytss.TCTI import PyTCTI
 from tpm2_pytss.types import TPML_PCR_SELECTION
 
 from domS0.frontends.control_sockets import LocalBackend
@@ -32,6 +31,7 @@ from domS0.security.gate import Gate
 from domS0.security.hooks import SecurityServer
 from tests import tpm2
 from tests.conftest import require_tool
+from tests.emulator.inprocess import esapi_over
 from tpm_emulator.constants import CC, RC
 from tpm_emulator.server.control import PLATFORM_CAPS, ControlSession
 from tpm_emulator.server.swtpm_socket import Endpoint, SwtpmSocketServer
@@ -295,23 +295,8 @@ def test_an_unreachable_host_tpm_is_an_engine_error(tmp_path: Path) -> None:
 # Through the TSS: ESAPI over a PyTCTI on the engine
 # --------------------------------------------------------------------------------------
 
-class EngineTcti(PyTCTI):
-    """Hands ESAPI's command bytes to the engine: no socket between them."""
-
-    def __init__(self, engine: PassthroughEngine) -> None:
-        super().__init__(max_size=4096)
-        self.engine = engine
-        self.response = b""
-
-    def do_transmit(self, command: bytes) -> None:
-        self.response = self.engine.execute(bytes(command))
-
-    def do_receive(self, timeout: int) -> bytes:
-        return self.response
-
-
 def test_esapi_reads_random_and_pcrs_and_is_refused_clear(engine: PassthroughEngine) -> None:
-    with ESAPI(EngineTcti(engine)) as esapi:
+    with esapi_over(engine) as esapi:
         assert len(bytes(esapi.get_random(12))) == 12
         _, _, values = esapi.pcr_read(TPML_PCR_SELECTION.parse("sha256:0,16"))
         assert len(values) == 2

@@ -46,7 +46,7 @@ def create_hosts_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "vtpm-stack"),
                       x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = _now()
+    now = utc_now()
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name).issuer_name(name)
@@ -55,7 +55,7 @@ def create_hosts_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(key_cert_sign=True), critical=True)
+        .add_extension(key_usage(key_cert_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                        critical=False)
         .sign(key, hashes.SHA384())
@@ -81,7 +81,7 @@ def issue_host_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Cer
         raise ValueError("a host certificate needs a host name and a positive lifetime")
     names: list[x509.GeneralName] = [x509.DNSName(host_name)]
     names += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    now = _now()
+    now = utc_now()
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host_name)]))
@@ -91,7 +91,7 @@ def issue_host_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Cer
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                               ExtendedKeyUsageOID.CLIENT_AUTH]),
                        critical=False)
@@ -147,7 +147,7 @@ def verify_host_certificate(cert: x509.Certificate, ca_certs: Sequence[x509.Cert
         break
     else:
         raise ProofRefused(f"{role} certificate not issued by a trusted hosts CA")
-    moment = now or _now()
+    moment = now or utc_now()
     if not cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc:
         raise ProofRefused(f"{role} certificate is not valid now (valid "
                            f"{cert.not_valid_before_utc:%Y-%m-%d} to "
@@ -186,11 +186,11 @@ def load_certs_pem(data: bytes) -> list[x509.Certificate]:
 
 # -- helpers ---------------------------------------------------------------------------
 
-def _now() -> datetime.datetime:
+def utc_now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _key_usage(*, digital_signature: bool = False,
+def key_usage(*, digital_signature: bool = False,
                key_cert_sign: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(digital_signature=digital_signature, content_commitment=False,
                          key_encipherment=False, data_encipherment=False,
