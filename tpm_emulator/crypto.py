@@ -75,6 +75,24 @@ def kdfa(h: HashAlg, key: bytes, label: bytes, context_u: bytes, context_v: byte
     return bytes(result)
 
 
+def kdfe(h: HashAlg, z: bytes, label: bytes, party_u: bytes, party_v: bytes,
+         bits: int) -> bytes:
+    """KDFe: the SP800-56A concatenation KDF for ECDH secrets (Part 1, 11.4.10.3):
+    H(counter || Z || label || PartyUInfo || PartyVInfo), label NUL-terminated."""
+    if not label.endswith(b"\x00"):
+        label += b"\x00"
+    out = bytearray()
+    counter = 1
+    while len(out) * 8 < bits:
+        out += h.digest(struct.pack(">I", counter), z, label, party_u, party_v)
+        counter += 1
+    n = (bits + 7) // 8
+    result = bytearray(out[:n])
+    if bits % 8:
+        result[0] &= (1 << (bits % 8)) - 1
+    return bytes(result)
+
+
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of secrets."""
     return hmac.compare_digest(a, b)

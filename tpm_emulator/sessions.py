@@ -28,6 +28,8 @@ from .constants import (
 )
 from .crypto import HASHES, HashAlg, equal, kdfa
 from .errors import TpmError, with_session
+from .policy.context import MAX_ENCODED as MAX_POLICY_STATE
+from .policy.context import PolicyContext
 from .structures import TPM2B_AUTH, TPM2B_DIGEST, TPM2B_NONCE
 
 HMAC_SESSION_FIRST = HT.HMAC_SESSION << 24
@@ -76,6 +78,7 @@ class Session:
     session_key: bytes = b""
     bind_name: bytes = b""  # Name of the bound entity, empty when unbound
     policy_digest: bytes = b""
+    policy: PolicyContext = field(default_factory=PolicyContext)
 
     @property
     def handle(self) -> int:
@@ -91,22 +94,23 @@ class Session:
 class SessionContext:
     """Plaintext of a saved session context blob; versioned like every format we write."""
 
-    version: Annotated[int, Int("B", (1,), RC.INTEGRITY)]
+    version: Annotated[int, Int("B", (2,), RC.INTEGRITY)]
     kind: UINT8
     authHash: Annotated[int, Int("H", HASHES, RC.INTEGRITY)]
     nonceTPM: TPM2B_DIGEST
     sessionKey: TPM2B_DIGEST
     bindName: Annotated[bytes, Sized(128)]
     policyDigest: TPM2B_DIGEST
+    policyState: Annotated[bytes, Sized(MAX_POLICY_STATE)]
 
     @classmethod
     def of(cls, s: Session) -> SessionContext:
-        return cls(1, s.kind, s.auth_hash, s.nonce_tpm, s.session_key, s.bind_name,
-                   s.policy_digest)
+        return cls(2, s.kind, s.auth_hash, s.nonce_tpm, s.session_key, s.bind_name,
+                   s.policy_digest, s.policy.encode())
 
     def session(self, index: int) -> Session:
         return Session(index, self.kind, self.authHash, self.nonceTPM, self.sessionKey,
-                       self.bindName, self.policyDigest)
+                       self.bindName, self.policyDigest, PolicyContext.decode(self.policyState))
 
 
 @dataclass

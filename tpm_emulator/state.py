@@ -33,6 +33,8 @@ from .lifecycle import Orderly
 from .nv.store import NvStateRecord, NvStore
 from .objects.store import MAX_PERSISTENT_OBJECTS, LoadedObject, ObjectRecord
 from .pcr import PcrBanks
+from .policy.context import MAX_ENCODED as MAX_POLICY_STATE
+from .policy.context import PolicyContext
 from .sessions import Session, SessionTable
 
 SEED_SIZE = 64  # octets; enough for SHA-512-strength hierarchies later
@@ -113,6 +115,7 @@ class LoadedSessionRecord:
     sessionKey: _Digest
     bindName: Annotated[bytes, Sized(128)]
     policyDigest: _Digest
+    policyState: Annotated[bytes, Sized(MAX_POLICY_STATE)]
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ def reset_record(rd: ResetData) -> ResetDataRecord:
         tuple(SavedSlotRecord(i, s) for i, s in sorted(rd.sessions.saved.items())),
         tuple(
             LoadedSessionRecord(s.index, s.kind, s.auth_hash, s.nonce_tpm, s.session_key,
-                                s.bind_name, s.policy_digest)
+                                s.bind_name, s.policy_digest, s.policy.encode())
             for _, s in sorted(rd.sessions.loaded.items())
         ),
     )
@@ -204,8 +207,12 @@ def reset_data(rec: ResetDataRecord) -> ResetData:
     for s in rec.loadedSessions:
         if s.index >= MAX_ACTIVE_SESSIONS or s.index in table.saved or s.index in table.loaded:
             raise StateFormatError("loaded session table is malformed")
+        try:
+            policy = PolicyContext.decode(s.policyState)
+        except TpmError:
+            raise StateFormatError("a loaded session's policy state is malformed") from None
         table.loaded[s.index] = Session(s.index, s.kind, s.authHash, s.nonceTPM,
-                                        s.sessionKey, s.bindName, s.policyDigest)
+                                        s.sessionKey, s.bindName, s.policyDigest, policy)
     return ResetData(rec.nullProof, pcrs, table)
 
 
