@@ -1,4 +1,4 @@
-"""``python -m bench {transmit,load,manufacture,measure,migrate,fuzz}``."""
+"""``python -m bench {transmit,load,manufacture,measure,migrate,fuzz,engine}``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import fuzz, load, manufacture, measure, migrate, transmit
+from . import engine, fuzz, load, manufacture, measure, migrate, transmit
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -19,6 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     measure.add_parser(sub)
     migrate.add_parser(sub)
     fuzz.add_parser(sub)
+    engine.add_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

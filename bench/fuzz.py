@@ -27,7 +27,6 @@ import logging
 import multiprocessing as mp
 import random
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from tpm_emulator.constants import CC, MAX_RESPONSE_SIZE
 
 from .fuzz_generate import HEADER, CommandGen, frame, rc_name, response_problem
 from .stats import emit, format_table
+from .tpm_socket import SwtpmSocket
 
 STARTUP_CLEAR = frame(0x8001, 0x144, b"\x00\x00")
 MAX_FINDINGS = 50
@@ -266,43 +266,6 @@ def run(n: int, seed: int, jobs: int, **opts: Any) -> Tally:
 
 
 # ---- differential run against swtpm ------------------------------------------------
-class _SwtpmConnection:
-    """Raw command bytes over one TCP connection to ``swtpm socket`` (reconnects)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sock: socket.socket | None = None
-
-    def execute(self, command: bytes) -> bytes:
-        for attempt in (1, 2):
-            try:
-                if self.sock is None:
-                    self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
-                self.sock.sendall(command)
-                head = self._read(HEADER.size)
-                return head + self._read(int.from_bytes(head[2:6], "big") - HEADER.size)
-            except OSError:
-                self.close()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _read(self, n: int) -> bytes:
-        assert self.sock is not None
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("swtpm closed the connection")
-            out += chunk
-        return out
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
 def differential(n: int, seed: int) -> dict[str, Any]:
     """Valid commands to our TPM and to swtpm; response-code mismatches by command."""
     from domS0.harness import SwtpmProcess
@@ -317,7 +280,7 @@ def differential(n: int, seed: int) -> dict[str, Any]:
     examples: dict[str, list[str]] = {}
     with temp_dir("bench-fuzz-diff-") as root:
         swtpm = SwtpmProcess(root / "swtpm").start()
-        conn = _SwtpmConnection(swtpm.port)
+        conn = SwtpmSocket(swtpm.port)
         t0 = time.perf_counter()
         try:
             for _ in range(n):

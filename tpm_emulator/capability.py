@@ -28,12 +28,15 @@ from .constants import (
 )
 from .crypto import HASHES
 from .errors import TpmError, with_parameter
-from .objects.public import OBJECT_ALGORITHMS
+from .keys.algorithms import KEY_ALGORITHMS
+from .keys.signing import SIGNING_ALGORITHMS
+from .objects.public import CURVE_BYTES, OBJECT_ALGORITHMS
 from .pcr import pcr_property_bitmaps
 from .structures import (
     TPML_ALG_PROPERTY,
     TPML_CC,
     TPML_CCA,
+    TPML_ECC_CURVE,
     TPML_EMPTY,
     TPML_HANDLE,
     TPML_PCR_SELECTION,
@@ -47,13 +50,16 @@ from .structures import (
 )
 
 T = TypeVar("T")
+MAX_CAP_CURVES = 508  # (MAX_CAP_BUFFER - sizeof(capability) - sizeof(count)) / 2
 
 # TPM_CAP_ALGS: only what a command can actually use. Hashes serve PCR banks, Hash,
 # sessions and tickets; the object types and AES-CFB (which protects children and
-# contexts) serve the object commands. Signing and encryption schemes are not listed:
-# no command uses them yet. Property values are libtpms'.
+# contexts) serve the object commands; the signing schemes serve Sign, VerifySignature
+# and attestation; the encryption schemes and the other block modes serve the key
+# commands (keys/algorithms.py). Property values are libtpms'.
 ALGORITHMS: tuple[tuple[int, int], ...] = tuple(sorted(
     [(alg, TPMA_ALGORITHM_HASH) for alg in HASHES] + list(OBJECT_ALGORITHMS)
+    + list(SIGNING_ALGORITHMS) + list(KEY_ALGORITHMS)
 ))
 
 PERMANENT_HANDLES: tuple[int, ...] = (
@@ -75,6 +81,7 @@ def get_capability(
     capability: int, prop: int, count: int,
     handles: Callable[[int], list[int]],
     tpm_properties: Callable[[], dict[int, int]],
+    audited: Callable[[], list[int]] = list,
 ) -> tuple[bool, TPMS_CAPABILITY_DATA]:
     data: Any
     more = False
@@ -93,8 +100,11 @@ def get_capability(
         cmds = sorted(COMMANDS.values(), key=lambda c: c.cc)
         more, sel = page(cmds, lambda c: c.cc, prop, count, MAX_CAP_CC)
         data = TPML_CCA(tuple(c.tpma_cc for c in sel))
-    elif capability in (CAP.PP_COMMANDS, CAP.AUDIT_COMMANDS):
-        data = TPML_CC(())  # no physical-presence or audited commands
+    elif capability == CAP.PP_COMMANDS:
+        data = TPML_CC(())  # no physical-presence commands
+    elif capability == CAP.AUDIT_COMMANDS:  # ascending, as the reference lists them
+        more, ccs = page(sorted(audited()), lambda cc: cc, prop, count, MAX_CAP_CC)
+        data = TPML_CC(tuple(ccs))
     elif capability == CAP.PCRS:
         full = bytes([0xFF] * PCR_SELECT_MAX)
         data = TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(alg, full) for alg in sorted(HASHES)))
@@ -107,7 +117,10 @@ def get_capability(
         more, sel_r = page(sorted(PCR_PROPERTIES.items()), lambda p: p[0], prop, count,
                            MAX_PCR_PROPERTIES)
         data = TPML_TAGGED_PCR_PROPERTY(tuple(TPMS_TAGGED_PCR_SELECT(k, v) for k, v in sel_r))
-    else:  # ECC_CURVES, AUTH_POLICIES, ACT: nothing implemented to report
+    elif capability == CAP.ECC_CURVES:
+        more, curves = page(sorted(CURVE_BYTES), lambda c: c, prop, count, MAX_CAP_CURVES)
+        data = TPML_ECC_CURVE(tuple(curves))
+    else:  # AUTH_POLICIES, ACT: nothing implemented to report
         data = TPML_EMPTY(())
     return more, TPMS_CAPABILITY_DATA(capability, data)
 

@@ -346,3 +346,23 @@ COMMANDS.update({c.cc: c for c in OBJECT_COMMANDS})
 from .nv.commands import NV_COMMANDS  # noqa: E402
 
 COMMANDS.update({c.cc: c for c in NV_COMMANDS})
+
+# Enhanced authorization (Part 3, clause 23) is declared in policy/commands.py.
+from .policy.commands import POLICY_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.cc: c for c in POLICY_COMMANDS})
+
+# Attestation and command audit (Part 3, clauses 18, 21, 31.16) are in attest/commands.py.
+from .attest.commands import ATTEST_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.cc: c for c in ATTEST_COMMANDS})
+
+# Hierarchy, DA, Clock and PCR administration (Part 3, 22.5-22.7, 24, 25, 29.2-29.3).
+from .admin.commands import ADMIN_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.cc: c for c in ADMIN_COMMANDS})
+
+# Key and crypto commands (Part 3, clauses 12.5-12.6, 14, 15, 17, 20) are in keys/commands.py.
+from .keys.commands import KEY_COMMANDS  # noqa: E402
+
+COMMANDS.update({c.cc: c for c in KEY_COMMANDS})

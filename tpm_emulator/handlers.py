@@ -33,7 +33,6 @@ from .sessions import (
     SessionContext,
     decode_session_context,
     is_session_handle,
-    session_key_for,
 )
 from .state import ResetData
 from .structures import (
@@ -100,6 +99,8 @@ def startup(tpm: TPM, inv: Invocation, p: c.Startup_In) -> c.Empty:
         perm.restart_count = (perm.restart_count + 1) & 0xFFFFFFFF
     if fx.clear_nv_stclear:
         perm.nv.startup_clear()
+    # Hierarchy enables and platformAuth: kept only by a TPM Resume; DA startup rules.
+    _admin_startup(tpm, rd, saved if fx.restore_saved_pcrs else None)
     tpm.startup_orderly = perm.orderly != Orderly.NONE
     perm.orderly = Orderly.NONE
     perm.shutdown_state = None
@@ -116,6 +117,7 @@ def shutdown(tpm: TPM, inv: Invocation, p: c.Shutdown_In) -> c.Empty:
     else:
         tpm.perm.orderly = Orderly.CLEAR
         tpm.perm.shutdown_state = None
+    tpm.perm.admin.da.used = False  # the next DA-protected use voids this shutdown (admin/da.py)
     return c.Empty()
 
 
@@ -128,6 +130,12 @@ def self_test(tpm: TPM, inv: Invocation, p: c.SelfTest_In) -> c.Empty:
 @handles(CC.IncrementalSelfTest)
 def incremental_self_test(tpm: TPM, inv: Invocation,
                           p: c.IncrementalSelfTest_In) -> c.IncrementalSelfTest_Out:
+    # Part 3, 10.3: asking to test an algorithm the TPM does not implement (does not
+    # list in TPM_CAP_ALGS) is TPM_RC_VALUE, numbered P1 as libtpms answers. Everything
+    # implemented is tested already, so nothing is left to do.
+    implemented = {alg for alg, _ in capability.ALGORITHMS}
+    if any(alg not in implemented for alg in p.toTest.algorithms):
+        raise TpmError(with_parameter(RC.VALUE, 1), "algorithm not implemented")
     return c.IncrementalSelfTest_Out(TPML_ALG(()))
 
 
@@ -154,7 +162,8 @@ def stir_random(tpm: TPM, inv: Invocation, p: c.StirRandom_In) -> c.Empty:
 @handles(CC.GetCapability)
 def get_capability(tpm: TPM, inv: Invocation, p: c.GetCapability_In) -> c.GetCapability_Out:
     more, data = capability.get_capability(
-        p.capability, p.property, p.propertyCount, tpm.handles_of_type, tpm.tpm_properties
+        p.capability, p.property, p.propertyCount, tpm.handles_of_type, tpm.tpm_properties,
+        lambda: sorted(tpm.perm.command_audit.commands),
     )
     return c.GetCapability_Out(int(more), data)
 
@@ -230,18 +239,11 @@ def hash_(tpm: TPM, inv: Invocation, p: c.Hash_In) -> c.Hash_Out:
 @handles(CC.StartAuthSession)
 def start_auth_session(tpm: TPM, inv: Invocation,
                        p: c.StartAuthSession_In) -> c.StartAuthSession_Out:
-    _tpm_key, bind = inv.handles
-    h = HASHES[p.authHash]
-    if p.encryptedSalt:  # tpmKey is TPM_RH_NULL here: no key could have encrypted a salt
-        raise TpmError(with_parameter(RC.VALUE, 2), "salt without tpmKey")
-    if not 16 <= len(p.nonceCaller) <= h.size:
-        raise TpmError(with_parameter(RC.SIZE, 1), "nonceCaller size")
-    nonce_tpm = os.urandom(h.size)
-    bind_auth = None if bind == RH.NULL else tpm.entity(bind).auth_value
-    key = session_key_for(p.authHash, bind_auth, nonce_tpm, p.nonceCaller)
-    bind_name = b"" if bind == RH.NULL else tpm.entity(bind).name
-    s = tpm.reset_data.sessions.start(p.sessionType, p.authHash, nonce_tpm, key, bind_name)
-    return c.StartAuthSession_Out(s.handle, nonce_tpm)
+    tpm_key, bind = inv.handles
+    # The checks, the salt and the sessionKey are in session_start.py.
+    s = start_session(tpm, tpm_key, bind, p)
+    s.policy.start_ms = tpm.time_ms()  # policy expirations count from here (Part 3, 23.3)
+    return c.StartAuthSession_Out(s.handle, s.nonce_tpm)
 
 
 @handles(CC.FlushContext)
@@ -298,7 +300,20 @@ def context_load(tpm: TPM, inv: Invocation, p: c.ContextLoad_In) -> c.ContextLoa
 
 from .nv.actions import NV_HANDLERS  # noqa: E402
 from .objects import handlers as _objects  # noqa: E402  (registers the object commands)
+from .session_start import start_session  # noqa: E402  (it needs the object store)
 
 HANDLERS.update(NV_HANDLERS)
+
+from .policy.handlers import POLICY_HANDLERS  # noqa: E402
+
+HANDLERS.update(POLICY_HANDLERS)
+
+from .attest.handlers import ATTEST_HANDLERS  # noqa: E402
+
+HANDLERS.update(ATTEST_HANDLERS)
+
+from .admin import handlers as _admin  # noqa: E402, F401  (registers the admin commands)
+from .admin.hierarchy import on_startup as _admin_startup  # noqa: E402
+from .keys import handlers as _keys  # noqa: E402, F401  (registers the key commands)
 
 assert set(HANDLERS) == set(c.COMMANDS), "every declared command needs a handler"

@@ -45,6 +45,11 @@ PCR_ATTRIBUTES: tuple[PcrAttributes, ...] = (
 )
 assert len(PCR_ATTRIBUTES) == IMPLEMENTATION_PCR
 
+# The PCRs whose authValue (TPM2_PCR_SetAuthValue) and authPolicy (TPM2_PCR_SetAuthPolicy)
+# can be set: one group of each, PCR 20-22, as in the reference and libtpms.
+PCR_AUTH_GROUP = range(20, 23)
+PCR_POLICY_GROUP = range(20, 23)
+
 
 def locality_mask(locality: int) -> int:
     """Bit for a locality in the tables above. Extended localities (32-255) hold no
@@ -79,8 +84,8 @@ def pcr_property_bitmaps() -> dict[int, bytes]:
         props[ext + 1] = selection_bitmap([i for i, a in rows if a.reset_localities >> loc & 1])
     props[PT_PCR.NO_INCREMENT] = selection_bitmap([i for i, a in rows if a.no_increment])
     props[PT_PCR.DRTM_RESET] = selection_bitmap([i for i, a in rows if a.drtm])
-    props[PT_PCR.POLICY] = selection_bitmap([])
-    props[PT_PCR.AUTH] = selection_bitmap([])
+    props[PT_PCR.POLICY] = selection_bitmap(PCR_POLICY_GROUP)
+    props[PT_PCR.AUTH] = selection_bitmap(PCR_AUTH_GROUP)
     return props
 
 

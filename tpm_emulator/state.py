@@ -25,6 +25,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from .admin.state import AdminRecord, AdminState, StateClear
+from .attest.audit import CommandAudit, CommandAuditRecord
 from .codec import UINT8, UINT32, UINT64, Int, ListOf, Reader, Sized, Wire, unmarshal
 from .constants import IMPLEMENTATION_PCR, MAX_ACTIVE_SESSIONS, MAX_LOADED_SESSIONS, RC, SE
 from .crypto import HASHES
@@ -35,7 +37,7 @@ from .objects.store import MAX_PERSISTENT_OBJECTS, LoadedObject, ObjectRecord
 from .pcr import PcrBanks
 from .policy.context import MAX_ENCODED as MAX_POLICY_STATE
 from .policy.context import PolicyContext
-from .sessions import Session, SessionTable
+from .sessions import Session, SessionCryptoRecord, SessionTable
 
 SEED_SIZE = 64  # octets; enough for SHA-512-strength hierarchies later
 PROOF_SIZE = 64
@@ -53,11 +55,13 @@ class ResetData:
     pcrs: PcrBanks = field(default_factory=PcrBanks)
     sessions: SessionTable = field(default_factory=SessionTable)
     objects: dict[int, LoadedObject] = field(default_factory=dict)  # transient slots
+    stclear: StateClear = field(default_factory=StateClear)  # enables, platformAuth
 
     def saved_copy(self) -> ResetData:
         """What Shutdown(STATE) keeps: everything but the loaded sessions."""
         table = SessionTable({}, dict(self.sessions.saved), self.sessions.context_counter)
-        return ResetData(self.null_proof, self.pcrs.copy(), table)
+        return ResetData(self.null_proof, self.pcrs.copy(), table,
+                         stclear=self.stclear.copy())
 
 
 @dataclass
@@ -77,6 +81,8 @@ class PermanentState:
     shutdown_state: ResetData | None = None  # present after Shutdown(STATE)
     persistent: dict[int, LoadedObject] = field(default_factory=dict)  # EvictControl
     nv: NvStore = field(default_factory=NvStore)  # NV indices (nv/store.py)
+    command_audit: CommandAudit = field(default_factory=CommandAudit)  # attest/audit.py
+    admin: AdminState = field(default_factory=AdminState)  # hierarchy auths, DA
 
     @classmethod
     def manufacture(cls) -> PermanentState:
@@ -171,6 +177,15 @@ class StateRecord:
         ListOf(ObjectRecord, MAX_PERSISTENT_OBJECTS))] = ()
     # Trailing record: the NV indices and the counters' high-water mark (none: no NV).
     nvState: Annotated[tuple[NvStateRecord, ...], Trailing(ListOf(NvStateRecord, 1))] = ()
+    # Trailing record: session encryption and audit state of the current reset data.
+    sessionCrypto: Annotated[tuple[SessionCryptoRecord, ...], Trailing(
+        ListOf(SessionCryptoRecord, 1))] = ()
+    # Trailing record: the command audit list, hash, counter and digest (attest/audit.py).
+    commandAudit: Annotated[tuple[CommandAuditRecord, ...], Trailing(
+        ListOf(CommandAuditRecord, 1))] = ()
+    # Trailing record: hierarchy authorizations, enables and dictionary-attack state
+    # (admin/state.py).
+    adminState: Annotated[tuple[AdminRecord, ...], Trailing(ListOf(AdminRecord, 1))] = ()
 
 
 def reset_record(rd: ResetData) -> ResetDataRecord:

@@ -36,9 +36,12 @@ TPM_SE = Annotated[int, Int("B", tuple(SE), RC.VALUE)]
 TPMI_RH_HIERARCHY_NULL = Annotated[
     int, Int("I", (RH.OWNER, RH.ENDORSEMENT, RH.PLATFORM, RH.NULL), RC.VALUE)
 ]
-# Only TPM_ALG_NULL is accepted for session symmetric definitions for now; any other
+# Session symmetric definitions (TPMI_ALG_SYM, Part 2, 9.29): AES, XOR or NULL; any other
 # algorithm is "not implemented", which the unmarshaller reports as TPM_RC_SYMMETRIC.
-TPMI_ALG_SYM_NULL_ONLY = Annotated[int, Int("H", (TPM_ALG.NULL,), RC.SYMMETRIC)]
+TPMI_ALG_SYM = Annotated[int, Int("H", (TPM_ALG.AES, TPM_ALG.XOR, TPM_ALG.NULL), RC.SYMMETRIC)]
+# AES key sizes for sessions: libtpms 0.9 is built without AES-192 (TPM_RC_VALUE).
+SESSION_AES_KEY_BITS = (128, 256)
+SYM_MODES = (TPM_ALG.CTR, TPM_ALG.OFB, TPM_ALG.CBC, TPM_ALG.CFB, TPM_ALG.ECB)
 TPM_CAP_ = Annotated[int, Int("I", tuple(c for c in CAP if c != CAP.VENDOR_PROPERTY), RC.VALUE)]
 
 TPM2B_DIGEST = Annotated[bytes, Sized(MAX_DIGEST_SIZE)]
@@ -167,11 +170,50 @@ class TPMS_CONTEXT:
     contextBlob: TPM2B_CONTEXT_DATA
 
 
+_XOR_HASH = Int("H", HASHES, RC.HASH)
+_AES_BITS = Int("H", SESSION_AES_KEY_BITS, RC.VALUE)
+_MODE = Int("H", (*SYM_MODES, TPM_ALG.NULL), RC.MODE)
+
+
+class _SymKeyBits(Wire):
+    """TPMU_SYM_KEY_BITS (Part 2, 11.1.4): a key size for AES, a hash for XOR (TPM_RC_HASH
+    if not implemented), absent for NULL."""
+
+    def read(self, r: Reader, prior: dict[str, Any]) -> int:
+        alg = prior["algorithm"]
+        if alg == TPM_ALG.NULL:
+            return 0
+        if alg == TPM_ALG.XOR:
+            return _XOR_HASH.read(r, prior)
+        return _AES_BITS.read(r, prior)
+
+    def write(self, out: bytearray, value: Any, obj: Any) -> None:
+        if obj.algorithm != TPM_ALG.NULL:
+            out += value.to_bytes(2, "big")
+
+
+class _SymMode(Wire):
+    """TPMU_SYM_MODE (Part 2, 11.1.5): a block cipher's mode (NULL allowed here, refused
+    later by TPM2_StartAuthSession as TPM_RC_MODE); absent for XOR and NULL."""
+
+    def read(self, r: Reader, prior: dict[str, Any]) -> int:
+        if prior["algorithm"] in (TPM_ALG.NULL, TPM_ALG.XOR):
+            return TPM_ALG.NULL
+        return _MODE.read(r, prior)
+
+    def write(self, out: bytearray, value: Any, obj: Any) -> None:
+        if obj.algorithm not in (TPM_ALG.NULL, TPM_ALG.XOR):
+            out += value.to_bytes(2, "big")
+
+
 @dataclass(frozen=True)
 class TPMT_SYM_DEF:
-    """Part 2, 11.1.6, restricted to TPM_ALG_NULL (no key bits or mode follow)."""
+    """Part 2, 11.1.6: a session's parameter-encryption algorithm. ``keyBits`` holds the
+    XOR hash for TPM_ALG_XOR; key bits and mode are absent on the wire for NULL."""
 
-    algorithm: TPMI_ALG_SYM_NULL_ONLY
+    algorithm: TPMI_ALG_SYM
+    keyBits: Annotated[int, _SymKeyBits()] = 0
+    mode: Annotated[int, _SymMode()] = TPM_ALG.NULL
 
 
 @dataclass(frozen=True)
@@ -232,9 +274,16 @@ class TPML_TAGGED_PCR_PROPERTY:
 
 @dataclass(frozen=True)
 class TPML_EMPTY:
-    """Any TPML this TPM has nothing to put in (ECC curves, auth policies, ACTs)."""
+    """Any TPML this TPM has nothing to put in (auth policies, ACTs)."""
 
     items: Annotated[tuple[int, ...], ListOf(UINT32, 0)]
+
+
+@dataclass(frozen=True)
+class TPML_ECC_CURVE:
+    """Part 2, 10.9.12."""
+
+    eccCurves: Annotated[tuple[int, ...], ListOf(UINT16, 1 << 16)]
 
 
 @dataclass(frozen=True)
@@ -262,7 +311,7 @@ class TPMS_CAPABILITY_DATA:
                 CAP.PCRS: TPML_PCR_SELECTION,
                 CAP.TPM_PROPERTIES: TPML_TAGGED_TPM_PROPERTY,
                 CAP.PCR_PROPERTIES: TPML_TAGGED_PCR_PROPERTY,
-                CAP.ECC_CURVES: TPML_EMPTY,
+                CAP.ECC_CURVES: TPML_ECC_CURVE,
                 CAP.AUTH_POLICIES: TPML_EMPTY,
                 CAP.ACT: TPML_EMPTY,
             },

@@ -15,6 +15,12 @@ import time
 from collections.abc import Callable
 
 from . import handlers as _handlers
+from .admin.da import guarded
+from .admin.hierarchy import load_refusal, permanent_entity
+from .admin.properties import admin_properties
+from .admin.snapshot import record_of as admin_record_of
+from .admin.snapshot import restore as admin_restore
+from .attest import audit as command_audit
 from .codec import Reader, schema
 from .commands import COMMANDS, MAX_LOADED_OBJECTS, Auth, Command
 from .constants import (
@@ -37,14 +43,21 @@ from .lifecycle import ALLOWED_BEFORE_STARTUP, KEEPS_ORDERLY, REFUSED_AFTER_STAR
 from .nv.public import MAX_NV_BUFFER_SIZE, MAX_NV_INDEX_SIZE
 from .nv.store import store_from_record, store_record
 from .objects import store
+from .policy.enforce import PolicyFacts
 from .sessions import (
     HMAC_SESSION_FIRST,
     POLICY_SESSION_FIRST,
     Entity,
+    audit_sessions,
     authorize,
     build_response_auths,
     check_sessions,
+    crypto_record,
+    decrypt_parameters,
+    encrypt_response,
     parse_auth_area,
+    restore_crypto_record,
+    wants_audit,
 )
 from .state import (
     PermanentState,
@@ -142,8 +155,7 @@ class TPM:
             return self.perm.nv.entity(handle, cc, admin=role == Auth.ADMIN)
         if store.is_object_handle(handle):
             return store.get(self, handle).entity(role)
-        name = _U32.pack(handle)  # PCRs, permanent handles and sessions: Name = handle
-        return Entity(name, b"", b"", da_exempt=handle >> 24 == HT.PCR or handle == RH.NULL)
+        return permanent_entity(self, handle)  # PCRs, hierarchies, sessions: Name = handle
 
     def handles_of_type(self, htype: int) -> list[int]:
         """TPM_CAP_HANDLES listing. Session slots are shared by HMAC and policy sessions:
@@ -218,9 +230,9 @@ class TPM:
             PT.NV_BUFFER_MAX: MAX_NV_BUFFER_SIZE,
             PT.MODES: 0,
             PT.MAX_CAP_BUFFER: 1024,
-            PT.PERMANENT: 1 << 10,  # tpmGeneratedEPS; no auths set, not in lockout
-            # TPMA_STARTUP_CLEAR: phEnable, shEnable, ehEnable, phEnableNV, orderly.
-            PT.STARTUP_CLEAR: 0xF | (1 << 31 if self.startup_orderly else 0),
+            # TPMA_PERMANENT, TPMA_STARTUP_CLEAR, LOCKOUT_COUNTER, MAX_AUTH_FAIL,
+            # LOCKOUT_INTERVAL and LOCKOUT_RECOVERY (admin/properties.py).
+            **admin_properties(self),
             PT.HR_NV_INDEX: len(self.perm.nv.indices),
             PT.HR_LOADED: loaded,
             PT.HR_LOADED_AVAIL: MAX_LOADED_SESSIONS - loaded,
@@ -233,13 +245,9 @@ class TPM:
             PT.NV_COUNTERS_AVAIL: self.perm.nv.counters_available(),
             PT.ALGORITHM_SET: 0,
             PT.LOADED_CURVES: 0,
-            PT.LOCKOUT_COUNTER: 0,
-            PT.MAX_AUTH_FAIL: 0,
-            PT.LOCKOUT_INTERVAL: 0,
-            PT.LOCKOUT_RECOVERY: 0,
             PT.NV_WRITE_RECOVERY: 0,
-            PT.AUDIT_COUNTER_0: 0,
-            PT.AUDIT_COUNTER_1: 0,
+            PT.AUDIT_COUNTER_0: self.perm.command_audit.counter >> 32,
+            PT.AUDIT_COUNTER_1: self.perm.command_audit.counter & 0xFFFFFFFF,
         }
 
     # ---- the command pipeline ----------------------------------------------------------
@@ -292,9 +300,22 @@ class TPM:
         auth_entities = [self.entity(h, cc, hs.auth)
                          for h, hs in zip(handles, spec.handles, strict=True)
                          if hs.auth is not None]
+        auth_handles = [h for h, hs in zip(handles, spec.handles, strict=True)
+                        if hs.auth is not None]
         if auths:
-            authorize(auths, sessions, auth_entities, cc, param_bytes,
-                      [self.entity(h).name for h in handles])
+            # Dictionary-attack lockout before, failure counting after (admin/da.py).
+            with guarded(self, auth_handles, auth_entities, sessions):
+                authorize(auths, sessions, auth_entities, cc, param_bytes,
+                          [self.entity(h).name for h in handles],
+                          policy=PolicyFacts(
+                              self, locality, tuple(auth_handles),
+                              tuple(hs.auth for hs in spec.handles if hs.auth is not None)))
+            # Part 1, 21: the first parameter is decrypted once every HMAC was checked
+            # over the ciphertext, and before the parameters are unmarshalled.
+            r = Reader(decrypt_parameters(auths, sessions, auth_entities, param_bytes))
+        # A session audit's cpHash takes the Names as they are before the command runs.
+        audit_names = [self.entity(h).name for h in handles] if wants_audit(auths) else []
+        command_audit.before_command(self, cc, handles, param_bytes)  # so does command audit
 
         params = self._parse_params(spec, r)
         out = _handlers.HANDLERS[cc](
@@ -304,7 +325,12 @@ class TPM:
             # Part 1, 12.2: a state change after TPM2_Shutdown voids the orderly state.
             self.perm.orderly = Orderly.NONE
             self.perm.shutdown_state = None
-        return self._build_response(spec, tag, out, auths, sessions, auth_entities)
+        # The response HMAC uses the authValue as it is now: HierarchyChangeAuth,
+        # Clear and PCR_SetAuthValue answer under the new one (Part 1, 19.6.x).
+        auth_entities = [self.entity(h) if h >> 24 in (HT.PERMANENT, HT.PCR) else e
+                         for h, e in zip(auth_handles, auth_entities, strict=True)]
+        return self._build_response(spec, tag, out, auths, sessions, auth_entities,
+                                    (audit_names, param_bytes))
 
     def _parse_handles(self, spec: Command, r: Reader) -> list[int]:
         handles: list[int] = []
@@ -331,6 +357,9 @@ class TPM:
             elif htype == HT.NV_INDEX:
                 if h not in self.perm.nv:
                     raise TpmError(with_handle(RC.HANDLE, i + 1))
+            refusal = load_refusal(self, h)  # a disabled hierarchy (admin/hierarchy.py)
+            if refusal is not None:
+                raise TpmError(with_handle(refusal, i + 1))
         return handles
 
     @staticmethod
@@ -346,17 +375,27 @@ class TPM:
         return spec.params(**values)
 
     def _build_response(self, spec: Command, tag: int, out: object, auths: list,
-                        sessions: list, entities: list[Entity]) -> bytes:
+                        sessions: list, entities: list[Entity],
+                        command: tuple[list[bytes], bytes] = ([], b"")) -> bytes:
+        """The response; ``command`` is (Names, parameters as sent) for session audit."""
         fields = schema(spec.response)
         head = bytearray()
         body = bytearray()
         for i, (name, wire) in enumerate(fields):
             target = head if (spec.response_handle and i == 0) else body
             wire.write(target, getattr(out, name), out)
+        rparams = bytes(body)
+        attributes = None
+        if tag == ST.SESSIONS:  # reference BuildResponseSession: nonces, encryption, audit
+            rparams = encrypt_response(auths, sessions, entities, rparams)
+        if self._rd is not None:
+            attributes = audit_sessions(self._rd.sessions, auths, sessions, spec.cc, *command,
+                                        rparams, spec.sessions_allowed)
+        command_audit.after_command(self, spec.cc, rparams)  # the command audit digest
         if tag == ST.SESSIONS:
             rauth = build_response_auths(self.reset_data.sessions, auths, sessions, entities,
-                                         spec.cc, bytes(body))
-            payload = bytes(head) + _U32.pack(len(body)) + bytes(body) + rauth
+                                         spec.cc, rparams, attributes)
+            payload = bytes(head) + _U32.pack(len(rparams)) + rparams + rauth
             rtag = ST.SESSIONS
         else:
             payload = bytes(head) + bytes(body)
@@ -377,6 +416,9 @@ class TPM:
             persistentObjects=store.persistent_records(self),
             transientObjects=store.transient_records(self),
             nvState=(store_record(p.nv),),
+            sessionCrypto=(crypto_record(self._rd.sessions),) if self._rd is not None else (),
+            commandAudit=(command_audit.audit_record(p.command_audit),),
+            adminState=(admin_record_of(self),),
         ))
 
     @classmethod
@@ -401,5 +443,10 @@ class TPM:
         store.restore_records(tpm, rec.transientObjects, rec.persistentObjects)
         if rec.nvState:
             tpm.perm.nv = store_from_record(rec.nvState[0])
+        if rec.sessionCrypto and tpm._rd is not None:
+            restore_crypto_record(tpm._rd.sessions, rec.sessionCrypto[0])
+        if rec.commandAudit:
+            tpm.perm.command_audit = command_audit.audit_from_record(rec.commandAudit[0])
+        admin_restore(tpm, rec.adminState)
         return tpm
 

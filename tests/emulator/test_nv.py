@@ -182,14 +182,25 @@ def test_writeall_and_write_locks(tpm: TPM, esapi: Any) -> None:
         assert refused(e2.nv_write, handle, b"late") == TPM2_RC.NV_LOCKED
 
 
+def _command_code_policy(cc: int) -> bytes:
+    """PolicyCommandCode(cc): the ADMIN role needs a policy naming the command
+    (Part 1, 19.7; libtpms refuses an ADMIN authorization without one)."""
+    return hashlib.sha256(bytes(32) + struct.pack(">II", 0x16C, cc)).digest()
+
+
+def _policy_session(e: Any, cc: int) -> Any:
+    s = session(e, TPM2_SE.POLICY)
+    e.policy_command_code(s, cc)
+    return s
+
+
 def test_change_auth_and_undefine_special_need_policy(tpm: TPM, esapi: Any) -> None:
-    zero_policy = bytes(32)  # what a fresh policy session's digest is
-    nv = define(esapi, 0x01000050, auth=b"old", policy=zero_policy)
+    nv = define(esapi, 0x01000050, auth=b"old", policy=_command_code_policy(0x13B))
     # ESAPI will not even send it with a password; the TPM refuses it too (ADMIN role).
     with_password = with_pw(0x13B, struct.pack(">I", 0x01000050),
                             struct.pack(">H", 3) + b"new", b"old")
     assert rc(tpm.execute(with_password)) == TPM2_RC.AUTH_TYPE
-    esapi.nv_change_auth(nv, b"new", session1=session(esapi, TPM2_SE.POLICY))
+    esapi.nv_change_auth(nv, b"new", session1=_policy_session(esapi, 0x13B))
     esapi.tr_set_auth(nv, b"old")  # ESAPI had switched to the new one itself
     assert refused(esapi.nv_write, nv, b"x") == TPM2_RC.BAD_AUTH
     esapi.tr_set_auth(nv, b"new")
@@ -197,10 +208,10 @@ def test_change_auth_and_undefine_special_need_policy(tpm: TPM, esapi: Any) -> N
 
     special = define(esapi, 0x01000051, TPMA_NV.PPWRITE | TPMA_NV.PPREAD
                      | TPMA_NV.PLATFORMCREATE | TPMA_NV.POLICY_DELETE,
-                     hierarchy=ESYS_TR.PLATFORM, policy=zero_policy)
+                     hierarchy=ESYS_TR.PLATFORM, policy=_command_code_policy(0x11F))
     assert refused(esapi.nv_undefine_space, special,
                    auth_handle=ESYS_TR.PLATFORM) == TPM2_RC.ATTRIBUTES
-    esapi.nv_undefine_space_special(special, session1=session(esapi, TPM2_SE.POLICY))
+    esapi.nv_undefine_space_special(special, session1=_policy_session(esapi, 0x11F))
     _, data = esapi.get_capability(TPM2_CAP.HANDLES, TPM2_HC.HR_NV_INDEX, 16)
     assert 0x01000051 not in list(data.data.handles)
 

@@ -148,3 +148,8 @@ OBJECT_COMMANDS: tuple[Command, ...] = (
                               HandleSpec("objectHandle", TPMI_DH_OBJECT)),
             EvictControl_In, _Empty, nv=True),
 )
+
+# CreateLoaded and the duplication commands (Part 3, 12.9 and clause 13).
+from .duplication_commands import DUPLICATION_COMMANDS  # noqa: E402
+
+OBJECT_COMMANDS += DUPLICATION_COMMANDS

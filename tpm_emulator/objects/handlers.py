@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 
 A = TPMA_OBJECT
 ST_CREATION = 0x8021
-# Saved-handle values for object contexts (the reference's 0x80000000 / 0x80000002).
+# Saved-handle values for object contexts (the reference's 0x80000000 / 0x80000002, and
+# 0x80000001 for sequence objects).
 OBJECT_CONTEXT_HANDLE = 0x80000000
 STCLEAR_CONTEXT_HANDLE = 0x80000002
+SEQUENCE_CONTEXT_HANDLE = 0x80000001
 
 
 def _seed_of(tpm: TPM, hierarchy: int) -> bytes:
@@ -168,6 +170,8 @@ def load_external(tpm: TPM, inv: Invocation, p: oc.LoadExternal_In) -> oc.Load_O
 @handles(CC.ReadPublic)
 def read_public(tpm: TPM, inv: Invocation, p: oc._Empty) -> oc.ReadPublic_Out:
     obj = store.get(tpm, inv.handles[0])
+    if obj.public.nameAlg == TPM_ALG.NULL:  # a sequence object has no public area to read
+        raise TpmError(RC.SEQUENCE)
     return oc.ReadPublic_Out(obj.public, obj.name, obj.qualified_name)
 
 
@@ -180,7 +184,8 @@ def unseal(tpm: TPM, inv: Invocation, p: oc._Empty) -> oc.Unseal_Out:
         raise TpmError(with_handle(RC.TYPE, 1), "not a data object")
     if pub.has(A.decrypt) or pub.has(A.sign) or pub.has(A.restricted):
         raise TpmError(with_handle(RC.ATTRIBUTES, 1), "not a sealed data object")
-    assert obj.sensitive is not None
+    if obj.sensitive is None:  # a sequence object (keys/sequence.py): not a data object
+        raise TpmError(with_handle(RC.TYPE, 1), "not a data object")
     return oc.Unseal_Out(obj.sensitive.sensitive)
 
 
@@ -250,6 +255,8 @@ def save_object(tpm: TPM, handle: int) -> TPMS_CONTEXT:
     sequence = table.context_counter
     table.context_counter += 1
     saved = STCLEAR_CONTEXT_HANDLE if obj.public.has(A.stClear) else OBJECT_CONTEXT_HANDLE
+    if obj.public.nameAlg == TPM_ALG.NULL:
+        saved = SEQUENCE_CONTEXT_HANDLE
     plaintext = store.context_plaintext(saved, obj)
     blob = seal_context(tpm.hierarchy_proof(obj.hierarchy), sequence, saved, obj.hierarchy,
                         plaintext)
@@ -270,3 +277,8 @@ def load_object(tpm: TPM, ctx: TPMS_CONTEXT) -> int:
     except TpmError as e:
         raise TpmError(with_parameter(e.rc, 1)) from None
     return store.load(tpm, obj)
+
+
+# CreateLoaded and the duplication commands register themselves.
+from . import create_loaded as _create_loaded  # noqa: E402, F401
+from . import duplication as _duplication  # noqa: E402, F401

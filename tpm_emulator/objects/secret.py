@@ -15,7 +15,7 @@ import os
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from ..codec import marshal, unmarshal
+from ..codec import Reader, marshal, unmarshal_from
 from ..constants import RC
 from ..crypto import kdfe
 from ..errors import TpmError
@@ -51,23 +51,28 @@ def _shared_x(private: ec.EllipticCurvePrivateKey, peer: ec.EllipticCurvePublicK
 
 def decrypt_secret(pub: TPMT_PUBLIC, sens: TPMT_SENSITIVE, label: bytes,
                    encrypted: bytes) -> bytes:
-    """The seed a caller encrypted to this key. TPM_RC_VALUE if RSA decryption fails or
-    the seed is longer than a nameAlg digest; TPM_RC_ECC_POINT for a point that is not
-    on the key's curve; TPM_RC_KEY for a key that cannot share secrets."""
+    """The seed a caller encrypted to this key. TPM_RC_SIZE if an RSA secret is not the
+    size of the modulus, TPM_RC_FAILURE (as libtpms) if OAEP decryption fails,
+    TPM_RC_VALUE if the seed is longer than a nameAlg digest; the unmarshal code of a
+    malformed ECC point, TPM_RC_ECC_POINT for a point that is not on the key's curve;
+    TPM_RC_KEY for a key that cannot share secrets."""
     key = private_key(pub, sens)
     if isinstance(key, rsa.RSAPrivateKey):
+        if len(encrypted) != key.key_size // 8:  # reference CryptRsaDecrypt
+            raise TpmError(RC.SIZE, "secret is not the size of the modulus")
         try:
             seed = key.decrypt(encrypted, _oaep(pub, label))
         except ValueError:
-            raise TpmError(RC.VALUE, "OAEP decryption of the secret failed") from None
+            # libtpms (its OpenSSL CryptRsaDecrypt) answers a padding failure with a bare
+            # TPM_RC_FAILURE, without entering failure mode; the spec says TPM_RC_VALUE.
+            raise TpmError(RC.FAILURE, "OAEP decryption of the secret failed") from None
         if len(seed) > pub.name_hash.size:
             raise TpmError(RC.VALUE, "secret longer than a nameAlg digest")
         return seed
     assert isinstance(pub.parameters, TPMS_ECC_PARMS)
-    try:
-        point = unmarshal(TPMS_ECC_POINT, encrypted)
-    except TpmError:
-        raise TpmError(RC.SIZE, "encrypted secret is not a TPMS_ECC_POINT") from None
+    # As the reference's CryptSecretDecrypt: the point's own unmarshal code
+    # (TPM_RC_INSUFFICIENT, TPM_RC_SIZE) comes back, and octets after it are ignored.
+    point = unmarshal_from(TPMS_ECC_POINT, Reader(encrypted))
     curve = CURVES[pub.parameters.curveID]
     try:
         peer = ec.EllipticCurvePublicNumbers(

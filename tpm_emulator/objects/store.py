@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from ..codec import UINT32, Int, marshal, unmarshal
 from ..commands import MAX_LOADED_OBJECTS, Auth
-from ..constants import HT, RC, RH
+from ..constants import HT, RC, RH, TPM_ALG
 from ..errors import StateFormatError, TpmError
 from ..sessions import Entity
 from .public import (
@@ -61,8 +61,16 @@ class LoadedObject:
             or (role is Auth.ADMIN and pub.has(TPMA_OBJECT.adminWithPolicy))
             or (role is Auth.USER and not pub.has(TPMA_OBJECT.userWithAuth))
         )
+        # A public-only object (LoadExternal without a sensitive area) has no authValue
+        # to check: TPM_RC_AUTH_UNAVAILABLE for password and HMAC sessions (libtpms).
         return Entity(self.name, auth, pub.authPolicy, da_exempt=pub.has(TPMA_OBJECT.noDA),
+                      auth_value_available=self.sensitive is not None,
                       policy_required=policy_required)
+
+    def stored_sensitive(self) -> TPMT_SENSITIVE | None:
+        """The sensitive area as records and saved contexts keep it (a sequence object
+        keeps its running state here instead: keys/sequence.py)."""
+        return self.sensitive
 
 
 def qualified_name(pub: TPMT_PUBLIC, parent_qn: bytes, name: bytes) -> bytes:
@@ -128,11 +136,15 @@ class ObjectRecord:
 
 
 def record(handle: int, obj: LoadedObject) -> ObjectRecord:
-    return ObjectRecord(1, handle, obj.hierarchy, obj.public, obj.sensitive,
+    return ObjectRecord(1, handle, obj.hierarchy, obj.public, obj.stored_sensitive(),
                         obj.qualified_name)
 
 
 def from_record(rec: ObjectRecord) -> LoadedObject:
+    if rec.public.nameAlg == TPM_ALG.NULL:  # only a sequence object has no nameAlg
+        from ..keys.sequence import sequence_from_record
+
+        return sequence_from_record(rec.public, rec.sensitive)
     return LoadedObject(rec.public, rec.sensitive, rec.hierarchy, rec.qualifiedName)
 
 
