@@ -15,6 +15,11 @@ each with its own seed derived from ``--seed``.
 
 ``--differential`` sends only valid commands, each to our TPM and to a ``swtpm socket``
 (libtpms), and counts response-code mismatches by command code: a report, not a test.
+Then it plays ``--scenarios`` scripted scenarios (``fuzz_scenarios``: sessions, policies,
+sequences, NV) on both, each from an equal start (TPM2_Clear, everything flushed) with
+one client per TPM: the first response-code mismatch of each scenario is counted, and
+so is every response HMAC that does not verify (checking the client against libtpms as
+much as our TPM).
 
 Figures: commands/s, the response-code histogram (top 20), per-command success counts
 for valid commands, the slowest command, findings with the command in hex.
@@ -27,9 +32,10 @@ import logging
 import multiprocessing as mp
 import random
 import signal
+import struct
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +45,22 @@ from typing import Any
 from tpm_emulator import TPM
 from tpm_emulator.constants import CC, MAX_RESPONSE_SIZE
 
-from .fuzz_generate import HEADER, CommandGen, frame, rc_name, response_problem
+from .fuzz_generate import (
+    HEADER,
+    CommandGen,
+    frame,
+    parse_success,
+    rc_name,
+    response_problem,
+)
+from .fuzz_scenarios import SCENARIOS, scenario_cleanup
+from .fuzz_sessions import SessionScripts
 from .stats import emit, format_table
 from .tpm_socket import SwtpmSocket
 
 STARTUP_CLEAR = frame(0x8001, 0x144, b"\x00\x00")
+RC_RETRY = 0x922
+SETTLE_EVERY = 200  # differential: commands between two settles of both TPMs
 MAX_FINDINGS = 50
 
 
@@ -186,7 +203,7 @@ def fuzz(n: int, seed: int, *, fresh_every: int = 20_000, max_ms: float = 1000.0
                 if i and i % fresh_every == 0:
                     started = rng.random() < 0.8
                     tpm = _fresh_tpm(started)
-                    gen.live_handles.clear()
+                    gen.reset()
                 elif i and i % max(1, fresh_every // 4) == 0:
                     try:
                         tpm = TPM.restore(tpm.snapshot())
@@ -226,12 +243,14 @@ def fuzz(n: int, seed: int, *, fresh_every: int = 20_000, max_ms: float = 1000.0
                     continue
                 rc = HEADER.unpack_from(resp)[2]
                 tally.codes[rc] += 1
-                if kind == "valid":
+                if kind in ("valid", "scripted"):
                     name = _cc_name(cmd)
                     tally.valid_all[name] += 1
                     tally.valid_ok[name] += rc == 0
                 if rc == 0:
                     gen.learn(cmd, resp)
+                    for wrong in gen.scripts.take_problems():
+                        tally.find("wrong-answer", wrong, cmd, loc, started)
                 if took > tally.slowest[0]:
                     tally.slowest = [took, _cc_name(cmd), cmd[:64].hex()]
                 if took > max_ns:
@@ -266,8 +285,9 @@ def run(n: int, seed: int, jobs: int, **opts: Any) -> Tally:
 
 
 # ---- differential run against swtpm ------------------------------------------------
-def differential(n: int, seed: int) -> dict[str, Any]:
-    """Valid commands to our TPM and to swtpm; response-code mismatches by command."""
+def differential(n: int, seed: int, scenarios: int = 0) -> dict[str, Any]:
+    """Valid commands to our TPM and to swtpm; response-code mismatches by command;
+    then ``scenarios`` scripted scenarios on both (``scripted_differential``)."""
     from domS0.harness import SwtpmProcess
 
     from .fixtures import temp_dir
@@ -283,29 +303,127 @@ def differential(n: int, seed: int) -> dict[str, Any]:
         conn = SwtpmSocket(swtpm.port)
         t0 = time.perf_counter()
         try:
-            for _ in range(n):
+            for i in range(n):
+                if i % SETTLE_EVERY == 0:
+                    # The two TPMs drift apart (an object one holds and the other does
+                    # not; a full slot table on one side): start both over often.
+                    platform_auth = gen.scripts.entities[0x4000000C].auth
+                    settle(ours.execute, platform_auth)
+                    settle(conn.execute, platform_auth)
+                    gen.reset()
                 cmd = gen.valid()
                 a = ours.execute(cmd)
                 b = conn.execute(cmd)
+                for _ in range(3):  # libtpms asks for a retry now and then
+                    if HEADER.unpack_from(b)[2] != RC_RETRY:
+                        break
+                    b = conn.execute(cmd)
                 name = _cc_name(cmd)
                 sent[name] += 1
                 rc_a, rc_b = HEADER.unpack_from(a)[2], HEADER.unpack_from(b)[2]
-                if rc_a == 0:
+                if rc_a == 0 and rc_b == 0:  # what only one TPM has is no use to both
                     gen.learn(cmd, a)
                 if rc_a != rc_b:
                     mismatches[name] += 1
                     key = f"{name}: ours {rc_name(rc_a)} swtpm {rc_name(rc_b)}"
                     if len(examples.setdefault(key, [])) < 2:
                         examples[key].append(cmd.hex())
+            seconds = time.perf_counter() - t0
+            platform_auth = gen.scripts.entities[0x4000000C].auth
+            settle(ours.execute, platform_auth)
+            settle(conn.execute, platform_auth)
+            scripted = scripted_differential(ours.execute, conn.execute, scenarios, seed)
         finally:
             conn.close()
             swtpm.stop()
-        seconds = time.perf_counter() - t0
     return {
         "commands": n, "seconds": round(seconds, 1),
         "by_command": {k: {"sent": sent[k], "rc_mismatches": mismatches[k]}
                        for k in sorted(sent)},
         "mismatch_kinds": {k: {"examples": v} for k, v in sorted(examples.items())},
+        "scripted": scripted,
+    }
+
+
+# Response fields that depend only on what the client sent, not on a TPM's seeds, keys
+# or nonces: the scripted differential run compares them octet for octet.
+DETERMINISTIC: dict[int, str] = {
+    CC.PolicyGetDigest: "policyDigest", CC.EventSequenceComplete: "results",
+    CC.NV_Read: "data", CC.Unseal: "outData", CC.NV_ReadPublic: "nvPublic",
+}
+
+
+def _same_output(cc: int, cmd: bytes, ours: bytes, theirs: bytes) -> bool:
+    field_name = DETERMINISTIC.get(cc)
+    if field_name is None:
+        return True
+    a, b = parse_success(cmd, ours), parse_success(cmd, theirs)
+    if a is None or b is None or a[2] is None or b[2] is None:  # encrypted: not comparable
+        return True
+    return bool(getattr(a[2], field_name) == getattr(b[2], field_name))
+
+
+def settle(execute: Callable[[bytes], bytes], platform_auth: bytes = b"") -> None:
+    """An equal start for a scenario: the owner and endorsement hierarchies enabled and
+    TPM2_Clear allowed again, then TPM2_Clear (owner and endorsement authValues empty,
+    owner NV indices gone, dictionary-attack counter reset) and an empty platformAuth,
+    all under the platform hierarchy; every loaded object and session flushed (handles
+    from TPM2_GetCapability, Part 3, 30.2)."""
+    pw = struct.pack(">IHBH", 0x40000009, 0, 1, len(platform_auth)) + platform_auth
+    platform = struct.pack(">II", 0x4000000C, len(pw)) + pw
+    for enable in (0x40000001, 0x4000000B, 0x4000000D):  # owner, endorsement, platform NV
+        execute(frame(0x8002, CC.HierarchyControl, platform + struct.pack(">IB", enable, 1)))
+    execute(frame(0x8002, CC.ClearControl, platform + b"\x00"))
+    execute(frame(0x8002, CC.Clear, platform))
+    execute(frame(0x8002, CC.HierarchyChangeAuth, platform + b"\x00\x00"))  # platformAuth
+    for first in (0x80000000, 0x02000000, 0x03000000):
+        resp = execute(frame(0x8001, CC.GetCapability, struct.pack(">III", 1, first, 16)))
+        if HEADER.unpack_from(resp)[2] != 0:
+            continue
+        (count,) = struct.unpack_from(">I", resp, 15)  # after moreData and capability
+        for (h,) in struct.iter_unpack(">I", resp[19 : 19 + 4 * count]):
+            execute(frame(0x8001, CC.FlushContext, struct.pack(">I", h)))
+
+
+def scripted_differential(ours: Callable[[bytes], bytes], theirs: Callable[[bytes], bytes],
+                          n: int, seed: int) -> dict[str, Any]:
+    """``n`` scripted scenarios on two TPMs, each from ``settle``; the first response-code
+    mismatch of a scenario ends its comparison (the clients go different ways after it)."""
+    a = SessionScripts(random.Random(), SCENARIOS, scenario_cleanup)
+    b = SessionScripts(random.Random(), SCENARIOS, scenario_cleanup)
+    counts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    examples: dict[str, dict[str, Any]] = {}
+    t0 = time.perf_counter()
+    for k in range(n):
+        settle(ours)
+        settle(theirs)
+        scenario_seed = seed * 1_000_000 + k
+        ta, tb = a.play(ours, scenario_seed), b.play(theirs, scenario_seed)
+        counts["commands"] += len(ta)
+        counts["success_ours"] += sum(1 for t in ta if t[1] == 0)
+        counts["success_swtpm"] += sum(1 for t in tb if t[1] == 0)
+        for who, client in (("ours", a), ("swtpm", b)):
+            for wrong in client.take_problems():
+                kinds[f"{who}: {wrong}"] += 1
+        for (cc_a, rc_a, cmd_a, resp_a), (cc_b, rc_b, _, resp_b) in zip(ta, tb, strict=False):
+            if cc_a != cc_b:
+                kinds["the clients diverged"] += 1
+                break
+            key = ""
+            if rc_a != rc_b:
+                key = f"{_cc_name(cmd_a)}: ours {rc_name(rc_a)} swtpm {rc_name(rc_b)}"
+            elif rc_a == 0 and not _same_output(cc_a, cmd_a, resp_a, resp_b):
+                key = f"{_cc_name(cmd_a)}: {DETERMINISTIC[cc_a]} differs"
+            if key:
+                kinds[key] += 1
+                examples.setdefault(key, {"scenario_seed": scenario_seed,
+                                          "command": cmd_a.hex()})
+                break
+    return {
+        "scenarios": n, "seconds": round(time.perf_counter() - t0, 1), **counts,
+        "differences": {k: {"count": v, **examples.get(k, {})}
+                        for k, v in kinds.most_common()},
     }
 
 
@@ -340,7 +458,7 @@ def _table(doc: dict[str, Any]) -> str:
         format_table(["rc", "name", "count", "share"],
                      [(r["rc"], r["name"], r["count"], r["share"])
                       for r in doc["response_codes_top20"]]), "",
-        format_table(["valid command", "sent", "success"],
+        format_table(["valid/scripted command", "sent", "success"],
                      [(k, v["sent"], v["success"]) for k, v in doc["valid_commands"].items()]),
         "",
         f"findings: {len(doc['findings'])}",
@@ -356,11 +474,17 @@ def _table(doc: dict[str, Any]) -> str:
 
 def main(args: argparse.Namespace) -> int:
     if args.differential:
-        doc = differential(args.n, args.seed)
+        doc = differential(args.n, args.seed, args.scenarios)
         rows = [(k, v["sent"], v["rc_mismatches"]) for k, v in doc["by_command"].items()]
         text = format_table(["command", "sent", "rc mismatches"], rows)
         text += "\n" + "\n".join(f"  {k}: {v['examples'][0]}"
                                  for k, v in doc["mismatch_kinds"].items())
+        sd = doc["scripted"]
+        text += (f"\nscripted: {sd['scenarios']} scenarios, {sd.get('commands', 0)} commands "
+                 f"in {sd['seconds']} s; successes ours {sd.get('success_ours', 0)}, swtpm "
+                 f"{sd.get('success_swtpm', 0)}\n")
+        text += "\n".join(f"  x{v['count']} {k} {v.get('command', '')[:200]}"
+                           for k, v in sd["differences"].items())
         emit(text, doc, args.json)
         return 0
     tally = run(args.n, args.seed, args.jobs, fresh_every=args.fresh_every,
@@ -384,5 +508,7 @@ def add_parser(sub: Any) -> None:
                    help="interrupt a command after this many seconds (default 10)")
     p.add_argument("--differential", action="store_true",
                    help="valid commands to our TPM and a swtpm; count rc mismatches")
+    p.add_argument("--scenarios", type=int, default=1000,
+                   help="with --differential: scripted scenarios to compare (default 1000)")
     p.add_argument("--json", metavar="FILE", help="also write JSON to FILE ('-': stdout)")
     p.set_defaults(func=main)

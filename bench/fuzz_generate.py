@@ -10,6 +10,10 @@ here. Three kinds of input, mixed:
   when it takes one, parameters drawn from their wire rules. Values the TPM returned
   earlier under the same wire rule (session handles, saved contexts, tickets …) are
   sent back, so commands that need an earlier command's output are reached too.
+* ``scripted`` — the next command of a scripted scenario (``fuzz_sessions`` and
+  ``fuzz_scenarios``): real HMAC, policy and trial sessions with parameter encryption
+  and audit, sequences, NV indices, context save/load. Values these commands got
+  accepted (object templates above all) also seed the wire rules ``valid`` cannot build.
 * ``mutated`` — a recent valid command with one to three bit flips, interesting-value
   overwrites, truncations, extensions, deletions, duplications or splices, its size
   field repaired most of the time so the damage reaches the parameter parsers.
@@ -34,6 +38,9 @@ from tpm_emulator.codec import Int, ListOf, Raw, Reader, Sized, Struct, Wire, sc
 from tpm_emulator.commands import COMMANDS, Command
 from tpm_emulator.errors import TpmError
 from tpm_emulator.structures import PcrSelect, Selected
+
+from .fuzz_scenarios import SCENARIOS, scenario_cleanup
+from .fuzz_sessions import ATTR_ENCRYPT, SessionScripts, split_command
 
 HEADER = struct.Struct(">HII")
 U32 = struct.Struct(">I")
@@ -186,8 +193,12 @@ class ValueGen:
         return self._unknown(wire, prior, python_type)
 
     def _unknown(self, wire: Wire, prior: dict[str, Any], python_type: Any) -> Any:
-        """A rule declared outside the codec: try the codec structure it wraps (its
-        annotation's type, or its ``cls``/``inner``/``members``), then mine bytes."""
+        """A rule declared outside the codec: a value the TPM accepted before (the
+        scripted commands supply object templates), else try the codec structure it wraps
+        (its annotation's type, or its ``cls``/``inner``/``members``), then mine bytes."""
+        seen = self.seen.get(self.key(wire))
+        if seen and self.rng.random() < 0.9:
+            return self.rng.choice(seen)
         candidates: list[Callable[[], Any]] = []
         for inner in (python_type, getattr(wire, "cls", None)):
             if _is_codec_structure(inner):
@@ -317,7 +328,7 @@ def frame(tag: int, cc: int, body: bytes) -> bytes:
 class CommandGen:
     """The mix of valid, mutated and random commands (see the module docstring)."""
 
-    MIX = (("valid", 0.35), ("mutated", 0.45), ("random", 0.20))
+    MIX = (("valid", 0.30), ("scripted", 0.15), ("mutated", 0.40), ("random", 0.15))
 
     def __init__(self, rng: random.Random, reuse: bool = True) -> None:
         self.rng = rng
@@ -328,6 +339,7 @@ class CommandGen:
         self.good_handles: dict[tuple[int, int], deque[int]] = {}  # from successes
         self.corpus: deque[bytes] = deque(maxlen=512)
         self.unmodelled: set[str] = set()
+        self.scripts = SessionScripts(rng, SCENARIOS, scenario_cleanup)
         self._accepted = {
             (cc, i): [h for h in HANDLE_POOL if hs.accepts(h)]
             for cc, spec in self.table for i, hs in enumerate(spec.handles)
@@ -339,9 +351,19 @@ class CommandGen:
             cmd = self.valid()
             self.corpus.append(cmd)
             return "valid", cmd
-        if r < self.MIX[0][1] + self.MIX[1][1]:
+        r -= self.MIX[0][1]
+        if r < self.MIX[1][1]:
+            cmd = self.scripts.next() or self.valid()
+            self.corpus.append(cmd)
+            return "scripted", cmd
+        if r < self.MIX[1][1] + self.MIX[2][1]:
             return "mutated", self.mutate(self.rng.choice(self.corpus))
         return "random", self.random_bytes()
+
+    def reset(self) -> None:
+        """A fresh TPM: the handles and sessions learnt so far mean nothing to it."""
+        self.live_handles.clear()
+        self.scripts.reset()
 
     def locality(self) -> int:
         r = self.rng.random()
@@ -405,13 +427,14 @@ class CommandGen:
 
     def learn(self, command: bytes, response: bytes) -> None:
         """Remember what a successful response returned, for later commands."""
+        self.scripts.learn(command, response)
         parsed = parse_success(command, response)
         if parsed is None:
             return
         spec, handle, out = parsed
         if handle is not None:
             self.live_handles.append(handle)
-        if self.reuse:
+        if self.reuse and out is not None:
             self.values.harvest(out)
         sent = parse_command(command)
         if sent is not None:
@@ -528,7 +551,8 @@ def response_problem(command: bytes, response: object, max_size: int) -> str | N
 
 def parse_success(command: bytes, response: bytes) -> tuple[Command, int | None, Any] | None:
     """(command spec, response handle, response parameters) of a success response, or
-    None when it is not one; raises TpmError/ValueError when it does not parse."""
+    None when it is not one; raises TpmError/ValueError when it does not parse. The
+    parameters are None when the first one came encrypted."""
     if len(response) < HEADER.size or len(command) < HEADER.size:
         return None
     rtag, _, rc = HEADER.unpack_from(response)
@@ -551,8 +575,13 @@ def parse_success(command: bytes, response: bytes) -> tuple[Command, int | None,
         end = r.pos + 4 + r.unpack(U32)
         if end > len(response):
             raise ValueError("parameterSize runs past the response")
-    for name, wire in fields:
-        values[name] = wire.read(r, values)
+    # Part 1, 21: with an ``encrypt`` session the first parameter is a TPM2B whose
+    # octets are ciphertext; only its size can be checked.
+    encrypted = rtag == ST_SESSIONS and any(
+        a & ATTR_ENCRYPT for _, a in split_command(command, len(spec.handles))[2])
+    for i, (name, wire) in enumerate(fields):
+        values[name] = _CIPHERTEXT.read(r, values) if encrypted and i == 0 else \
+            wire.read(r, values)
     if r.pos != end:
         raise ValueError(f"parameters end at {r.pos}, parameterSize says {end}")
     if rtag == ST_SESSIONS:
@@ -565,10 +594,11 @@ def parse_success(command: bytes, response: bytes) -> tuple[Command, int | None,
         expected = command_sessions(command, spec)
         if expected is not None and n != expected:
             raise ValueError(f"{n} response sessions for {expected} command sessions")
-    return spec, handle, spec.response(**values)
+    return spec, handle, None if encrypted else spec.response(**values)
 
 
 _U16 = struct.Struct(">H")
+_CIPHERTEXT = Sized(0xFFFF)
 
 
 def command_sessions(command: bytes, spec: Command) -> int | None:

@@ -105,6 +105,6 @@ def add_parser(sub: Any) -> None:
                        "DomS0 hosts on loopback")
     p.add_argument("--n", type=int, default=20, help="single migrations (default 20)")
     p.add_argument("--batch", type=int, default=100, help="vTPMs in the batch (default 100)")
-    p.add_argument("--engine", choices=("swtpm", "builtin"), default="swtpm")
+    p.add_argument("--engine", choices=("builtin", "swtpm"), default="builtin")
     p.add_argument("--json", metavar="FILE", help="also write JSON to FILE ('-': stdout)")
     p.set_defaults(func=main)

@@ -65,12 +65,7 @@ class Attestor:
         enrolled = self._records.enrolled(instance.record.uuid)
         if enrolled is not None:
             return enrolled
-        name, engine = instance.record.name, instance.record.engine
-        if engine == "builtin":
-            raise FailedPrecondition(
-                f"vTPM {name} has no attestation key: its engine (builtin) lacks the "
-                "commands enrollment needs (TPM2_CreatePrimary, TPM2_ActivateCredential, "
-                "TPM2_Quote); build the domain into a vTPM with --engine swtpm")
+        name = instance.record.name
         raise FailedPrecondition(f"vTPM {name} has no attestation key yet; build the "
                                  f"domain first (vtpmctl build {name} ...)")
 

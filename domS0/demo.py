@@ -1,6 +1,7 @@
 """The main job on embedded defaults: a DomS0, a measured domain, a verified attestation.
 
-``doms0 demo`` starts a DomS0 (swtpm engine) in a temporary folder and walks data
+``doms0 demo`` starts a DomS0 in a temporary folder, its vTPMs on the builtin engine
+(our own TPM 2.0; ``--engine swtpm`` runs the same walk on libtpms), and walks data
 paths 2 and 3 as a builder and a remote verifier would, through ``vtpmctl``:
 
 1. ``vtpmctl build``: streams a sample kernel (a small bzImage made here), an initrd
@@ -157,9 +158,9 @@ def _migrate_and_attest(host_a: MigrationNode, host_b: MigrationNode, workdir: P
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="doms0 demo", description=__doc__)
-    parser.add_argument("--engine", choices=("swtpm",), default="swtpm",
-                        help="vTPM engine (enrollment and quotes need swtpm until the "
-                        "builtin engine has TPM2_CreatePrimary)")
+    parser.add_argument("--engine", choices=("builtin", "swtpm"), default="builtin",
+                        help="the vTPMs' engine on both hosts (default: builtin, our own "
+                        "TPM 2.0; swtpm: libtpms)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="vtpm-demo-") as tmp:
         try:

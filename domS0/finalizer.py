@@ -14,7 +14,7 @@ everything that vouches for the domain happens here:
    8/9, see ``measure.predict``) into every bank the vTPM has allocated, and the TCG
    crypto-agile event log of exactly those banks is stored durably;
 4. an AK is enrolled once per vTPM (ECC, through the EK, certified by the vTPM CA);
-   an engine without the commands (builtin lacks TPM2_CreatePrimary) still gets steps
+   an engine without the commands it needs (passthrough: no vTPM CA) still gets steps
    1-3, and the reason is reported;
 5. the answer is the manifest, the log and the QEMU arguments of the launch.
 

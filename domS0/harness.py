@@ -289,7 +289,7 @@ class MigrationNode:
     DomS0 serving a migration listener on a port that stays the same across restarts
     (peers remember it)."""
 
-    def __init__(self, folder: Path, name: str, ca_dir: Path, *, engine: str = "swtpm",
+    def __init__(self, folder: Path, name: str, ca_dir: Path, *, engine: str = "builtin",
                  extra_args: tuple[str, ...] = ()) -> None:
         self.folder, self.name, self.ca_dir = folder, name, ca_dir
         self.tpm = SwtpmProcess(folder / "host-tpm")

@@ -37,9 +37,19 @@ def require_tool(name: str) -> str:
 
 @pytest.fixture(params=ENGINES)
 def engine(request: pytest.FixtureRequest) -> str:
+    """The vTPM engine a test runs on: every test that takes it runs on both."""
     if request.param == "swtpm":
         require_tool("swtpm")
     return str(request.param)
+
+
+def only_on(*engines: str) -> pytest.MarkDecorator:
+    """Narrow the ``engine`` fixture to ``engines`` for one test: one that needs an
+    engine's internals (swtpm's state blobs), or, since CI has a time budget, a slow
+    one whose behaviour another test already checks on the second engine, which then
+    runs on the default engine (builtin) only. Each use says why."""
+    assert set(engines) <= set(ENGINES), engines
+    return pytest.mark.parametrize("engine", engines, indirect=True)
 
 
 DomS0Factory = Callable[..., Doms0Process]

@@ -1,5 +1,6 @@
-"""AK enrollment, quotes and deep quotes on real swtpm processes (vTPM engines, and
-one swtpm as the host TPM), checked against tpm2-pytss, tpm2-tools and openssl."""
+"""AK enrollment, quotes and deep quotes on real vTPMs of each engine (builtin, and swtpm
+processes), with one swtpm as the host TPM, checked against tpm2-pytss, tpm2-tools and
+openssl."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from tpm2_pytss.types import TPM2B_NAME, TPM2B_PUBLIC, TPML_DIGEST_VALUES, TPMT_
 
 from domS0.harness import free_port
 from measure.evidence import encode_pcrs_file
-from tests.conftest import require_tool
+from tests.conftest import ENGINES, require_tool
 from tpm_emulator.crypto import HASHES
 from vtpm_manager.attestation import (
     AK_HANDLES,
@@ -48,7 +49,8 @@ from vtpm_manager.attestation import (
 from vtpm_manager.attestation.credential import kdfe, parse_public, wrap_credential
 from vtpm_manager.attestation.deep import qualifying_data
 from vtpm_manager.ca import OID_KP_AIK_CERTIFICATE, VtpmCA, VtpmIdentity
-from vtpm_manager.engines.swtpm import SwtpmEngine
+from vtpm_manager.engine import Engine
+from vtpm_manager.engines import make_engine
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manufacture import (
     Execute,
@@ -64,7 +66,7 @@ POLICY_DIGEST = hashlib.sha256(b"sHype policy v1").digest()
 TOOLS_HINT = "apt-get install tpm2-tools"
 
 
-# -- fixtures: real swtpm processes -------------------------------------------------------
+# -- fixtures: real vTPMs on each engine, a swtpm process as host TPM ----------------------
 
 
 @pytest.fixture
@@ -73,29 +75,30 @@ def ca(tmp_path: Path) -> VtpmCA:
 
 
 @pytest.fixture
-def vtpm(tmp_path: Path, ca: VtpmCA) -> Iterator[SwtpmEngine]:
-    """A manufactured swtpm-engine vTPM, power-cycled and started as a guest would."""
-    require_tool("swtpm")
-    engine = SwtpmEngine(tmp_path / "vtpm")
-    engine.start(None)
+def vtpm(tmp_path: Path, ca: VtpmCA, engine: str) -> Iterator[Engine]:
+    """A manufactured vTPM on ``engine``, power-cycled and started as a guest would."""
+    tpm = make_engine(engine, tmp_path / "vtpm")
+    tpm.start(None)
     try:
-        manufacture(engine.execute, ca, IDENTITY)
-        engine.power_cycle(delete_volatile=True)
-        with esapi_over(engine.execute) as esapi:
+        manufacture(tpm.execute, ca, IDENTITY)
+        tpm.power_cycle(delete_volatile=True)
+        with esapi_over(tpm.execute) as esapi:
             esapi.startup(TPM2_SU.CLEAR)
-        yield engine
+        yield tpm
     finally:
-        engine.stop()
+        tpm.stop()
 
 
-@pytest.fixture(scope="module")
-def enrolled_ecc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[SwtpmEngine, VtpmCA, Enrollment]]:
-    """One enrolled vTPM shared by the read-only tests (enrollment costs ~a second)."""
-    require_tool("swtpm")
+@pytest.fixture(scope="module", params=ENGINES)
+def enrolled_ecc(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[Engine, VtpmCA, Enrollment]]:
+    """One enrolled vTPM per engine shared by the read-only tests (enrollment costs ~a
+    second)."""
+    if request.param == "swtpm":
+        require_tool("swtpm")
     base = tmp_path_factory.mktemp("enrolled")
     ca = VtpmCA.open(base / "state", KeyEncryptionKey(b"\x17" * 32, origin="test"), HOST)
-    engine = SwtpmEngine(base / "vtpm")
+    engine = make_engine(request.param, base / "vtpm")
     engine.start(None)
     try:
         manufacture(engine.execute, ca, IDENTITY)
@@ -119,10 +122,10 @@ def host_tcti(tmp_path: Path) -> Iterator[TCTILdr]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         tcti = None
-        for _ in range(100):
+        deadline = time.monotonic() + 30     # a busy CI machine starts swtpm slowly
+        while tcti is None and time.monotonic() < deadline:
             try:
                 tcti = TCTILdr("swtpm", f"host=127.0.0.1,port={port}")
-                break
             except Exception:
                 time.sleep(0.05)
         assert tcti is not None, "host swtpm did not come up"
@@ -168,7 +171,7 @@ def test_kdfe_equals_tpm2_pytss() -> None:
 
 @pytest.mark.parametrize("kind", ["ecc", "rsa"])
 def test_credential_is_byte_identical_to_tpm2_pytss_for_the_same_seed(
-        enrolled_ecc: tuple[SwtpmEngine, VtpmCA, Enrollment], kind: str,
+        enrolled_ecc: tuple[Engine, VtpmCA, Enrollment], kind: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     engine, _, enrollment = enrolled_ecc
     ek = (enrollment.ek_public if kind == "ecc"
@@ -199,7 +202,7 @@ def test_credential_file_format_round_trips_and_rejects_garbage() -> None:
 
 @pytest.mark.parametrize("alg", ["ecc", "rsa"])
 def test_enrolled_ak_is_persistent_and_certified_by_the_vtpm_ca(
-        vtpm: SwtpmEngine, ca: VtpmCA, alg: str, tmp_path: Path) -> None:
+        vtpm: Engine, ca: VtpmCA, alg: str, tmp_path: Path) -> None:
     enrollment = enroll_ak(vtpm.execute, ca, IDENTITY, alg)
     ak = enrollment.ak
     assert ak.handle == AK_HANDLES[alg] and ak.name == object_name(ak.public)
@@ -226,14 +229,14 @@ def test_enrolled_ak_is_persistent_and_certified_by_the_vtpm_ca(
 
 
 def test_enrollment_refuses_a_vtpm_manufactured_by_another_ca(
-        vtpm: SwtpmEngine, tmp_path: Path) -> None:
+        vtpm: Engine, tmp_path: Path) -> None:
     other = VtpmCA.open(tmp_path / "other", KeyEncryptionKey(b"\x01" * 32, origin="t"), HOST)
     with pytest.raises(EnrollmentError, match="not issued by this vTPM CA"):
         enroll_ak(vtpm.execute, other, IDENTITY)
 
 
 def test_a_failed_challenge_issues_no_certificate(
-        vtpm: SwtpmEngine, ca: VtpmCA, monkeypatch: pytest.MonkeyPatch) -> None:
+        vtpm: Engine, ca: VtpmCA, monkeypatch: pytest.MonkeyPatch) -> None:
     """If the credential is not for this EK (here: a CA bug wraps it to a foreign EK),
     activation fails and the CA is never asked for a certificate."""
     import vtpm_manager.attestation.enroll as enroll
@@ -249,7 +252,7 @@ def test_a_failed_challenge_issues_no_certificate(
 
 
 def test_tpm2_tools_credential_file_activates_on_the_vtpm(
-        enrolled_ecc: tuple[SwtpmEngine, VtpmCA, Enrollment], tmp_path: Path) -> None:
+        enrolled_ecc: tuple[Engine, VtpmCA, Enrollment], tmp_path: Path) -> None:
     """tpm2_makecredential -T none (no TPM) writes the file; our parser and the vTPM
     accept it: same format, same construction."""
     tool = require_tool("tpm2_makecredential")
@@ -267,7 +270,7 @@ def test_tpm2_tools_credential_file_activates_on_the_vtpm(
 
 
 def test_software_credential_activates_and_other_eks_or_names_fail(
-        enrolled_ecc: tuple[SwtpmEngine, VtpmCA, Enrollment]) -> None:
+        enrolled_ecc: tuple[Engine, VtpmCA, Enrollment]) -> None:
     engine, _, enrollment = enrolled_ecc
     secret = secrets.token_bytes(32)
     ours = make_credential(enrollment.ek_public, secret, enrollment.ak.name)
@@ -295,7 +298,7 @@ def test_software_credential_activates_and_other_eks_or_names_fail(
 
 @pytest.mark.parametrize("alg", ["ecc", "rsa"])
 def test_quote_verifies_with_cryptography_and_tpm2_checkquote(
-        vtpm: SwtpmEngine, ca: VtpmCA, alg: str, tmp_path: Path) -> None:
+        vtpm: Engine, ca: VtpmCA, alg: str, tmp_path: Path) -> None:
     checkquote = require_tool("tpm2_checkquote")
     enrollment = enroll_ak(vtpm.execute, ca, IDENTITY, alg)
     extend(vtpm.execute, 4, b"kernel")
@@ -323,7 +326,7 @@ def test_quote_verifies_with_cryptography_and_tpm2_checkquote(
 
 
 def test_quote_over_two_banks_and_more_than_eight_pcrs(
-        enrolled_ecc: tuple[SwtpmEngine, VtpmCA, Enrollment], tmp_path: Path) -> None:
+        enrolled_ecc: tuple[Engine, VtpmCA, Enrollment], tmp_path: Path) -> None:
     engine, _, enrollment = enrolled_ecc
     nonce = secrets.token_bytes(16)
     result = quote(engine.execute, enrollment.ak, nonce, "sha1,sha256:0,4,5+sha384:0-11")
@@ -344,7 +347,7 @@ def test_quote_over_two_banks_and_more_than_eight_pcrs(
 
 
 def test_quote_verification_names_what_is_wrong(
-        enrolled_ecc: tuple[SwtpmEngine, VtpmCA, Enrollment]) -> None:
+        enrolled_ecc: tuple[Engine, VtpmCA, Enrollment]) -> None:
     engine, _, enrollment = enrolled_ecc
     nonce = secrets.token_bytes(16)
     result = quote(engine.execute, enrollment.ak, nonce, "sha256:0-7")
@@ -363,7 +366,7 @@ def test_quote_verification_names_what_is_wrong(
 
 
 def test_quote_reloads_the_blob_when_the_guest_evicted_the_handle(
-        vtpm: SwtpmEngine, ca: VtpmCA) -> None:
+        vtpm: Engine, ca: VtpmCA) -> None:
     enrollment = enroll_ak(vtpm.execute, ca, IDENTITY)
     with esapi_over(vtpm.execute) as esapi:
         handle = esapi.tr_from_tpmpublic(enrollment.ak.handle)
@@ -385,7 +388,7 @@ def test_selection_syntax() -> None:
 
 
 def test_deep_quote_binds_the_vtpm_quote_and_fails_when_any_field_changes(
-        enrolled_ecc: tuple[SwtpmEngine, VtpmCA, Enrollment], host_tcti: TCTILdr) -> None:
+        enrolled_ecc: tuple[Engine, VtpmCA, Enrollment], host_tcti: TCTILdr) -> None:
     engine, _, enrollment = enrolled_ecc
     vtpm_quote = quote(engine.execute, enrollment.ak, secrets.token_bytes(16), "sha256:0-7")
     host_ak = host_ak_public(host_tcti)

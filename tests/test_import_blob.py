@@ -1,6 +1,6 @@
 """Offline sealing to an EK (issue 5 item 3): an import blob built in software from the EK
 public key alone loads and unseals in that vTPM, in the sealed PCR state only, and in no
-other vTPM (real swtpm engines; EKs created from the TCG default templates)."""
+other vTPM (real vTPMs on each engine; EKs created from the TCG default templates)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from tpm2_pytss.constants import ESYS_TR, TPM2_SU
 from tpm2_pytss.types import TPM2B_SENSITIVE_CREATE
 
 from vtpm_manager.attestation.credential import parse_public
-from vtpm_manager.engines.swtpm import SwtpmEngine
+from vtpm_manager.engine import Engine
+from vtpm_manager.engines import make_engine
 from vtpm_manager.manufacture import EK_KINDS, Execute, esapi_over, public_key_of
 from vtpm_manager.sealing import PcrPolicy, PolicyRefused, SealedFormatError, policy_pcr_digest
 from vtpm_manager.sealing.importblob import (
@@ -30,28 +31,28 @@ SELECTION = "sha256:4,8,9"
 KINDS = list(EK_KINDS)      # "rsa2048", "ecc-nist-p256"
 
 
-def _start(path: Path) -> SwtpmEngine:
-    engine = SwtpmEngine(path)
-    engine.start(None)
-    with esapi_over(engine.execute) as esapi:
+def _start(engine: str, path: Path) -> Engine:
+    tpm = make_engine(engine, path)
+    tpm.start(None)
+    with esapi_over(tpm.execute) as esapi:
         esapi.startup(TPM2_SU.CLEAR)
-    return engine
+    return tpm
 
 
 @pytest.fixture
-def vtpms(tmp_path: Path) -> Iterator[Callable[[], Execute]]:
-    """A factory of started swtpm engines, all stopped at the end."""
-    engines: list[SwtpmEngine] = []
+def vtpms(tmp_path: Path, engine: str) -> Iterator[Callable[[], Execute]]:
+    """A factory of started vTPMs on ``engine``, all stopped at the end."""
+    started: list[Engine] = []
 
     def make() -> Execute:
-        engines.append(_start(tmp_path / f"run{len(engines)}"))
-        return engines[-1].execute
+        started.append(_start(engine, tmp_path / f"run{len(started)}"))
+        return started[-1].execute
 
     try:
         yield make
     finally:
-        for engine in engines:
-            engine.stop()
+        for tpm in started:
+            tpm.stop()
 
 
 def ek_public(execute: Execute, kind: str) -> bytes:

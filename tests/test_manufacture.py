@@ -1,4 +1,4 @@
-"""Manufacturing real vTPMs (swtpm engine): EKs from the TCG templates, certificates in
+"""Manufacturing real vTPMs (each engine): EKs from the TCG templates, certificates in
 the TCG NV indices, readable by ESAPI and by tpm2-tools, verified by openssl."""
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from tpm2_pytss.constants import ESYS_TR, TPM2_SU, TPMA_NV
 from tpm2_pytss.internal.templates import ek_template
 
 from domS0.harness import free_port
-from tests.conftest import require_tool
+from tests.conftest import only_on, require_tool
 from vtpm_manager.ca import VtpmCA, VtpmIdentity
-from vtpm_manager.engines.builtin import BuiltinEngine
-from vtpm_manager.engines.swtpm import SwtpmEngine, unpack_state
+from vtpm_manager.engine import Engine
+from vtpm_manager.engines import make_engine
+from vtpm_manager.engines.swtpm import unpack_state
 from vtpm_manager.kek import KeyEncryptionKey
 from vtpm_manager.manager import VtpmManager
 from vtpm_manager.manufacture import (
@@ -59,12 +60,12 @@ def ca(tmp_path: Path, kek: KeyEncryptionKey) -> VtpmCA:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[SwtpmEngine]:
-    require_tool("swtpm")
-    eng = SwtpmEngine(tmp_path / "run")
-    eng.start(None)
-    yield eng
-    eng.stop()
+def vtpm(tmp_path: Path, engine: str) -> Iterator[Engine]:
+    """A fresh, unmanufactured vTPM on ``engine``."""
+    tpm = make_engine(engine, tmp_path / "run")
+    tpm.start(None)
+    yield tpm
+    tpm.stop()
 
 
 def spki(key: object) -> bytes:
@@ -148,71 +149,59 @@ def test_templates_equal_tpm2_pytss_reading_of_the_profile(ours, name: str) -> N
     assert EK_KINDS["rsa2048" if "RSA" in name else "ecc-nist-p256"][1] == theirs.cert_index
 
 
-# -- manufacturing a swtpm-engine vTPM -------------------------------------------------------
+# -- manufacturing a vTPM on each engine -----------------------------------------------------
 
 
 def test_manufactured_vtpm_holds_verifiable_ek_and_platform_certificates(
-        engine: SwtpmEngine, ca: VtpmCA, tmp_path: Path) -> None:
-    result = manufacture(engine.execute, ca, IDENTITY)
+        vtpm: Engine, ca: VtpmCA, tmp_path: Path) -> None:
+    result = manufacture(vtpm.execute, ca, IDENTITY)
     assert result.tpm.manufacturer.startswith("id:") and result.tpm.spec_family == "2.0"
     # As a guest gets it: power cycle (CMD_INIT), the guest's own Startup works.
-    engine.power_cycle(delete_volatile=True)
-    started(engine.execute)
-    certs = read_certificates(engine.execute)
-    ek_spki = recreated_ek_spki(engine.execute)
+    vtpm.power_cycle(delete_volatile=True)
+    started(vtpm.execute)
+    certs = read_certificates(vtpm.execute)
+    ek_spki = recreated_ek_spki(vtpm.execute)
     check_manufactured(result, certs, ca, ek_spki, tmp_path, IDENTITY.uuid)
 
 
 def test_manufactured_state_survives_export_and_restore(
-        engine: SwtpmEngine, ca: VtpmCA, tmp_path: Path) -> None:
-    result = manufacture(engine.execute, ca, IDENTITY)
-    engine.power_cycle(delete_volatile=True)
-    state = engine.export_state()
-    with SwtpmEngine(tmp_path / "run2") as again:
-        again.start(state)
+        vtpm: Engine, engine: str, ca: VtpmCA, tmp_path: Path) -> None:
+    result = manufacture(vtpm.execute, ca, IDENTITY)
+    vtpm.power_cycle(delete_volatile=True)
+    state = vtpm.export_state()
+    again = make_engine(engine, tmp_path / "run2")
+    again.start(state)
+    try:
         started(again.execute)   # left shut down orderly: a fresh Startup(CLEAR) works
         certs = read_certificates(again.execute)
         check_manufactured(result, certs, ca, recreated_ek_spki(again.execute), tmp_path,
                            IDENTITY.uuid)
+    finally:
+        again.stop()
 
 
 def test_manufacturing_again_replaces_the_certificates(
-        engine: SwtpmEngine, ca: VtpmCA, tmp_path: Path) -> None:
-    first = manufacture(engine.execute, ca, IDENTITY)
-    engine.power_cycle(delete_volatile=True)
-    second = manufacture(engine.execute, ca, IDENTITY)
+        vtpm: Engine, ca: VtpmCA, tmp_path: Path) -> None:
+    first = manufacture(vtpm.execute, ca, IDENTITY)
+    vtpm.power_cycle(delete_volatile=True)
+    second = manufacture(vtpm.execute, ca, IDENTITY)
     assert (first.endorsement_keys[0].certificate.serial_number
             != second.endorsement_keys[0].certificate.serial_number)
     # Same templates, same seed: the same EKs.
     assert [k.public for k in first.endorsement_keys] == [
         k.public for k in second.endorsement_keys]
-    engine.power_cycle(delete_volatile=True)
-    started(engine.execute)
-    certs = read_certificates(engine.execute)
-    check_manufactured(second, certs, ca, recreated_ek_spki(engine.execute), tmp_path,
+    vtpm.power_cycle(delete_volatile=True)
+    started(vtpm.execute)
+    certs = read_certificates(vtpm.execute)
+    check_manufactured(second, certs, ca, recreated_ek_spki(vtpm.execute), tmp_path,
                        IDENTITY.uuid)
 
 
-def test_an_already_started_tpm_is_left_started(engine: SwtpmEngine, ca: VtpmCA) -> None:
-    started(engine.execute)
-    manufacture(engine.execute, ca, IDENTITY)
-    with esapi_over(engine.execute) as esapi:
+def test_an_already_started_tpm_is_left_started(vtpm: Engine, ca: VtpmCA) -> None:
+    started(vtpm.execute)
+    manufacture(vtpm.execute, ca, IDENTITY)
+    with esapi_over(vtpm.execute) as esapi:
         assert len(bytes(esapi.get_random(8))) == 8   # no TPM_RC_INITIALIZE: still up
-
-
-def test_builtin_engine_is_manufactured(ca: VtpmCA) -> None:
-    builtin = BuiltinEngine()
-    builtin.start(None)
-    try:
-        result = manufacture(builtin.execute, ca, IDENTITY)
-        certs = read_certificates(builtin.execute)
-        for key in result.endorsement_keys:
-            assert certs[key.nv_index] == key.certificate.public_bytes(
-                serialization.Encoding.DER)
-        assert spki(result.endorsement_keys[0].public_key) == recreated_ek_spki(
-            builtin.execute)["rsa2048"]
-    finally:
-        builtin.stop()
 
 
 def test_an_engine_failure_surfaces_as_itself(ca: VtpmCA) -> None:
@@ -280,11 +269,14 @@ def tools(tcti: str, *argv: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_tpm2_tools_read_the_certificates(engine: SwtpmEngine, ca: VtpmCA,
+# swtpm's own state blob goes into a plain swtpm; tpm2-tools read both engines'
+# certificates through DomS0 in tests/integration/test_ek_certificates.py.
+@only_on("swtpm")
+def test_tpm2_tools_read_the_certificates(vtpm: Engine, ca: VtpmCA,
                                           tmp_path: Path) -> None:
-    result = manufacture(engine.execute, ca, IDENTITY)
-    engine.power_cycle(delete_volatile=True)
-    permanent = unpack_state(engine.export_state()).permanent
+    result = manufacture(vtpm.execute, ca, IDENTITY)
+    vtpm.power_cycle(delete_volatile=True)
+    permanent = unpack_state(vtpm.export_state()).permanent
     plain = PlainSwtpm(tmp_path / "plain").start(permanent)
     try:
         tools(plain.tcti, "tpm2_startup", "-c")
@@ -317,7 +309,7 @@ def manager(tmp_path: Path, kek: KeyEncryptionKey, ca: VtpmCA) -> Iterator[VtpmM
     require_tool("swtpm")
     # Unix socket paths are short (108 bytes): the run root lives in /tmp.
     run_root = Path(tempfile.mkdtemp(prefix="mfg-"))
-    mgr = VtpmManager(StateStore(tmp_path / "vtpms", kek), run_root, "swtpm",
+    mgr = VtpmManager(StateStore(tmp_path / "vtpms", kek), run_root, "builtin",
                       manufacturer=state_manufacturer(ca, HOST))
     yield mgr
     mgr.shutdown()
@@ -326,8 +318,8 @@ def manager(tmp_path: Path, kek: KeyEncryptionKey, ca: VtpmCA) -> Iterator[VtpmM
 
 @pytest.mark.parametrize("start", [False, True], ids=["stopped", "started"])
 def test_manager_create_manufactures(manager: VtpmManager, ca: VtpmCA, tmp_path: Path,
-                                     start: bool) -> None:
-    instance = manager.create("vm1", "swtpm", start=start)
+                                     engine: str, start: bool) -> None:
+    instance = manager.create("vm1", engine, start=start)
     assert instance.running == start
     assert instance.holder is None
     manager.start("vm1")
@@ -345,17 +337,6 @@ def test_manager_create_manufactures(manager: VtpmManager, ca: VtpmCA, tmp_path:
             x509.UniformResourceIdentifier)
     rsa = x509.load_der_x509_certificate(certs[NV_RSA2048_EK_CERT])
     assert spki(rsa.public_key()) == recreated_ek_spki(execute)["rsa2048"]
-
-
-def test_manager_create_on_builtin_manufactures(manager: VtpmManager) -> None:
-    instance = manager.create("plain", "builtin", start=True)
-    assert instance.running and instance.holder is None
-
-    def execute(command: bytes) -> bytes:
-        return instance.execute(command, 0, None)
-
-    started(execute)
-    assert set(read_certificates(execute)) == set(CERT_INDICES)
 
 
 def test_a_failed_manufacture_leaves_no_vtpm(tmp_path: Path, kek: KeyEncryptionKey) -> None:

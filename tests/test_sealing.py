@@ -1,4 +1,4 @@
-"""Sealing secrets in a real vTPM (swtpm engine): to current and predicted PCRs, to signed
+"""Sealing secrets in a real vTPM (each engine): to current and predicted PCRs, to signed
 policies, with auth values under dictionary-attack protection, and the TSS2 PEM file."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_RC, TPM2_SE, TPM2_SU
 from tpm2_pytss.tsskey import TSSPrivKey
 from tpm2_pytss.types import TPML_PCR_SELECTION, TPMT_SYM_DEF
 
-from vtpm_manager.engines.swtpm import SwtpmEngine
+from vtpm_manager.engines import make_engine
 from vtpm_manager.manufacture import Execute, esapi_over
 from vtpm_manager.sealing import (
     OID_SEALED_DATA,
@@ -45,15 +45,16 @@ SELECTION = "sha256:4,8,9"
 
 
 @pytest.fixture
-def execute(tmp_path: Path) -> Iterator[Execute]:
-    engine = SwtpmEngine(tmp_path / "run")
-    engine.start(None)
+def execute(tmp_path: Path, engine: str) -> Iterator[Execute]:
+    """A started vTPM on ``engine`` (each test runs on both)."""
+    tpm = make_engine(engine, tmp_path / "run")
+    tpm.start(None)
     try:
-        with esapi_over(engine.execute) as esapi:
+        with esapi_over(tpm.execute) as esapi:
             esapi.startup(TPM2_SU.CLEAR)
-        yield engine.execute
+        yield tpm.execute
     finally:
-        engine.stop()
+        tpm.stop()
 
 
 def extend(execute: Execute, pcr: int, data: bytes) -> None:

@@ -24,7 +24,9 @@ from .constants import (
     PT_FIXED,
     RC,
     RH,
+    TPM_ALG,
     TPMA_ALGORITHM_HASH,
+    TPMA_ALGORITHM_METHOD,
 )
 from .crypto import HASHES
 from .errors import TpmError, with_parameter
@@ -57,9 +59,14 @@ MAX_CAP_CURVES = 508  # (MAX_CAP_BUFFER - sizeof(capability) - sizeof(count)) / 
 # contexts) serve the object commands; the signing schemes serve Sign, VerifySignature
 # and attestation; the encryption schemes and the other block modes serve the key
 # commands (keys/algorithms.py). Property values are libtpms'.
+# The key-derivation methods every session, protected object and secret uses: MGF1
+# (OAEP), KDFa (SP800-108) and KDFe (SP800-56A); hash | method, as libtpms reports them.
+METHODS: tuple[tuple[int, int], ...] = tuple(
+    (alg, TPMA_ALGORITHM_HASH | TPMA_ALGORITHM_METHOD)
+    for alg in (TPM_ALG.MGF1, TPM_ALG.KDF1_SP800_56A, TPM_ALG.KDF1_SP800_108))
 ALGORITHMS: tuple[tuple[int, int], ...] = tuple(sorted(
     [(alg, TPMA_ALGORITHM_HASH) for alg in HASHES] + list(OBJECT_ALGORITHMS)
-    + list(SIGNING_ALGORITHMS) + list(KEY_ALGORITHMS)
+    + list(SIGNING_ALGORITHMS) + list(KEY_ALGORITHMS) + list(METHODS)
 ))
 
 PERMANENT_HANDLES: tuple[int, ...] = (
@@ -67,6 +74,7 @@ PERMANENT_HANDLES: tuple[int, ...] = (
 )
 
 PCR_PROPERTIES = pcr_property_bitmaps()
+ACT_FIRST, ACT_LAST = 0x40000110, 0x4000011F  # TPM_RH_ACT_0 .. TPM_RH_ACT_F (Part 2, 7.4)
 
 
 def page(items: Sequence[T], key: Callable[[T], int], start: int, count: int,
@@ -106,6 +114,8 @@ def get_capability(
         more, ccs = page(sorted(audited()), lambda cc: cc, prop, count, MAX_CAP_CC)
         data = TPML_CC(tuple(ccs))
     elif capability == CAP.PCRS:
+        if prop != 0:  # the whole allocation or nothing (libtpms: TPM_RC_VALUE)
+            raise TpmError(with_parameter(RC.VALUE, 2), "TPM_CAP_PCRS takes property 0")
         full = bytes([0xFF] * PCR_SELECT_MAX)
         data = TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(alg, full) for alg in sorted(HASHES)))
     elif capability == CAP.TPM_PROPERTIES:
@@ -121,6 +131,11 @@ def get_capability(
         more, curves = page(sorted(CURVE_BYTES), lambda c: c, prop, count, MAX_CAP_CURVES)
         data = TPML_ECC_CURVE(tuple(curves))
     else:  # AUTH_POLICIES, ACT: nothing implemented to report
+        # They list permanent handles, ACT those of TPM_RH_ACT_0-F (libtpms: VALUE).
+        first, last = (ACT_FIRST, ACT_LAST) if capability == CAP.ACT else (
+            HT.PERMANENT << 24, (HT.PERMANENT << 24) | 0xFFFFFF)
+        if not first <= prop <= last:
+            raise TpmError(with_parameter(RC.VALUE, 2), "property outside the handle range")
         data = TPML_EMPTY(())
     return more, TPMS_CAPABILITY_DATA(capability, data)
 

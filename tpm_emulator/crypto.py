@@ -20,7 +20,7 @@ except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from .constants import TPM_ALG
+from .constants import ST, TPM_ALG
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,17 @@ HASHES: dict[int, HashAlg] = {
     TPM_ALG.SHA1: HashAlg(TPM_ALG.SHA1, "sha1", 20),
     TPM_ALG.SHA256: HashAlg(TPM_ALG.SHA256, "sha256", 32),
     TPM_ALG.SHA384: HashAlg(TPM_ALG.SHA384, "sha384", 48),
+    TPM_ALG.SHA512: HashAlg(TPM_ALG.SHA512, "sha512", 64),
 }
 MAX_DIGEST_SIZE = max(h.size for h in HASHES.values())  # TPM_PT_MAX_DIGEST, sizeof(TPMU_HA)
-CONTEXT_HASH = HASHES[TPM_ALG.SHA256]
+# The context integrity hash (TPM_PT_CONTEXT_HASH): the strongest implemented hash, as
+# in libtpms (CONTEXT_INTEGRITY_HASH_ALG = SHA-512). It keys and MACs saved contexts,
+# policy and verification tickets, and obfuscates attested clock information.
+CONTEXT_HASH = HASHES[TPM_ALG.SHA512]
+# Context blobs sealed before SHA-512 was implemented carry a SHA-256 integrity value;
+# ``open_context`` still accepts them so that a client holding one can load it.
+LEGACY_CONTEXT_HASH = HASHES[TPM_ALG.SHA256]
+_CONTEXT_HASH_BY_SIZE = {h.size: h for h in (CONTEXT_HASH, LEGACY_CONTEXT_HASH)}
 CONTEXT_SYM_BITS = 256
 
 
@@ -93,14 +101,25 @@ def kdfe(h: HashAlg, z: bytes, label: bytes, party_u: bytes, party_v: bytes,
     return bytes(result)
 
 
+def hashcheck_hmac(proof: bytes, hash_alg: int, digest: bytes) -> bytes:
+    """The digest of a TPMT_TK_HASHCHECK (Part 2, 10.7.6), made by TPM2_Hash and
+    TPM2_SequenceComplete and checked by TPM2_Sign: HMAC with the hierarchy's proof
+    over TPM_ST_HASHCHECK || hashAlg || digest. It is made with the context hash
+    whatever hash made the digest, as in libtpms (whose tickets are always 64 octets);
+    binding hashAlg keeps a ticket from vouching for the same octets under another
+    hash."""
+    return CONTEXT_HASH.hmac(proof, struct.pack(">HH", ST.HASHCHECK, hash_alg), digest)
+
+
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of secrets."""
     return hmac.compare_digest(a, b)
 
 
-def _context_keys(proof: bytes, sequence: int, handle: int) -> tuple[bytes, bytes, bytes]:
-    material = kdfa(CONTEXT_HASH, proof, b"CONTEXT", struct.pack(">Q", sequence),
-                    struct.pack(">I", handle), CONTEXT_SYM_BITS + 128 + 256)
+def _context_keys(proof: bytes, sequence: int, handle: int,
+                  h: HashAlg = CONTEXT_HASH) -> tuple[bytes, bytes, bytes]:
+    material = kdfa(h, proof, b"CONTEXT", struct.pack(">Q", sequence),
+                    struct.pack(">I", handle), CONTEXT_SYM_BITS + 128 + 8 * h.size)
     return material[:32], material[32:48], material[48:]
 
 
@@ -134,13 +153,15 @@ def split_context(blob: bytes) -> tuple[bytes, bytes]:
 def open_context(proof: bytes, sequence: int, handle: int, hierarchy: int,
                  blob: bytes) -> bytes | None:
     """The plaintext of a blob made by ``seal_context``, or None if it fails integrity.
-    The blob must already have passed ``split_context``."""
+    The blob must already have passed ``split_context``. The integrity value's size
+    tells which context hash sealed it: SHA-512 now, SHA-256 before SHA-512 was
+    implemented (an HMAC either way, so accepting both weakens nothing)."""
     tag, ciphertext = split_context(blob)
-    if len(tag) != CONTEXT_HASH.size:
+    h = _CONTEXT_HASH_BY_SIZE.get(len(tag))
+    if h is None:
         return None
-    key, iv, mac_key = _context_keys(proof, sequence, handle)
-    expect = CONTEXT_HASH.hmac(mac_key, struct.pack(">QII", sequence, handle, hierarchy),
-                               ciphertext)
+    key, iv, mac_key = _context_keys(proof, sequence, handle, h)
+    expect = h.hmac(mac_key, struct.pack(">QII", sequence, handle, hierarchy), ciphertext)
     if not equal(tag, expect):
         return None
     dec = Cipher(algorithms.AES(key), CFB(iv)).decryptor()

@@ -25,7 +25,14 @@ from .constants import (
     SU,
     TPM_GENERATED_VALUE,
 )
-from .crypto import HASHES, MAX_DIGEST_SIZE, open_context, seal_context, split_context
+from .crypto import (
+    HASHES,
+    MAX_DIGEST_SIZE,
+    hashcheck_hmac,
+    open_context,
+    seal_context,
+    split_context,
+)
 from .errors import TpmError, with_handle, with_parameter
 from .lifecycle import STARTUP_EFFECTS, STARTUP_TRANSITIONS, Orderly
 from .pcr import may_extend, may_reset
@@ -88,9 +95,9 @@ def startup(tpm: TPM, inv: Invocation, p: c.Startup_In) -> c.Empty:
         rd.sessions.saved = dict(saved.sessions.saved)
         rd.sessions.context_counter = saved.sessions.context_counter
     keep = saved.pcrs if fx.restore_saved_pcrs and saved is not None else None
-    rd.pcrs.initialise(inv.locality, keep)
     if fx.keep_pcr_counter and saved is not None:
         rd.pcrs.update_counter = saved.pcrs.update_counter
+    rd.pcrs.initialise(inv.locality, keep)  # counts the PCRs it resets (pcr.py)
     if fx.count_reset:
         perm.reset_count = (perm.reset_count + 1) & 0xFFFFFFFF
         perm.restart_count = 0
@@ -230,7 +237,7 @@ def hash_(tpm: TPM, inv: Invocation, p: c.Hash_In) -> c.Hash_Out:
         ticket = TPMT_TK_HASHCHECK(ST.HASHCHECK, RH.NULL, b"")
     else:
         proof = tpm.hierarchy_proof(p.hierarchy)
-        mac = h.hmac(proof, struct.pack(">H", ST.HASHCHECK), digest)
+        mac = hashcheck_hmac(proof, p.hashAlg, digest)  # as SequenceComplete's
         ticket = TPMT_TK_HASHCHECK(ST.HASHCHECK, p.hierarchy, mac)
     return c.Hash_Out(digest, ticket)
 

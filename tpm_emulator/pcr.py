@@ -103,7 +103,12 @@ class PcrBanks:
     def initialise(self, startup_locality: int, keep: PcrBanks | None = None) -> None:
         """PCR values at Startup (Part 1, "TPM Reset/Restart/Resume"): zero, all ones for
         DRTM PCRs, PCR 0 carrying the startup locality in its last octet; with ``keep``
-        (TPM Resume) the state-saved PCRs come back from the Shutdown(STATE) copy."""
+        (TPM Resume) the state-saved PCRs come back from the Shutdown(STATE) copy.
+        Every PCR given a fresh value counts as changed once, whatever the number of
+        banks (reference PCRStartup), so libtpms reports 20 after a TPM Reset."""
+        for i, attrs in enumerate(PCR_ATTRIBUTES):
+            if keep is None or not attrs.state_saved:
+                self.changed(i)
         for alg, values in self.banks.items():
             size = HASHES[alg].size
             for i, attrs in enumerate(PCR_ATTRIBUTES):

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 _PIN_INDICES = (TPM_NT.PIN_FAIL, TPM_NT.PIN_PASS)
 _OAEP_HASHES: dict[int, str] = {TPM_ALG.SHA1: "SHA1", TPM_ALG.SHA256: "SHA256",
-                                TPM_ALG.SHA384: "SHA384"}
+                                TPM_ALG.SHA384: "SHA384", TPM_ALG.SHA512: "SHA512"}
 
 
 def start_session(tpm: TPM, tpm_key: int, bind: int, p: c.StartAuthSession_In) -> Session:

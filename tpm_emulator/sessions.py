@@ -102,6 +102,12 @@ class Session:
     # TPM2_GetSessionAuditDigest reports it; whether it is exclusive is
     # ``SessionTable.is_exclusive_audit(session)``.
     audit_digest: bytes = b""
+    # Whether the authorization this command passed keyed its HMAC with the entity's
+    # authValue (the reference's includeAuth, set in authorize). The response HMAC keeps
+    # that choice even when the command itself ends the binding (a session starting to
+    # audit becomes unbound; HierarchyChangeAuth changes the bound authValue): the caller
+    # answers with the key it used for the command. Not part of a saved context.
+    include_auth: bool = True
 
     @property
     def handle(self) -> int:
@@ -245,19 +251,26 @@ def restore_crypto_record(table: SessionTable, rec: SessionCryptoRecord) -> None
 
 def parse_auth_area(buf: bytes, start: int, size: int) -> list[TPMS_AUTH_COMMAND]:
     """Unmarshal the authorization area (Part 1, 18.4): up to three TPMS_AUTH_COMMAND
-    filling exactly ``size`` octets; errors carry the session number."""
+    filling exactly ``size`` octets; errors carry the session number. As the reference's
+    ParseSessionBuffer, each session is checked before the next is read: a password
+    session takes no attributes but continueSession and no nonce (Part 1, 19.8.4)."""
     r = Reader(buf[: start + size], start)
     out: list[TPMS_AUTH_COMMAND] = []
     while r.remaining():
         n = len(out) + 1
-        if n > MAX_SESSION_NUM:
-            raise TpmError(RC.AUTHSIZE, "more than three sessions")
+        if n > MAX_SESSION_NUM:  # the reference names the session past the last one
+            raise TpmError(with_session(RC.SIZE, n), "more than three sessions")
         try:
             auth = unmarshal_from(TPMS_AUTH_COMMAND, r)
         except TpmError as e:
             raise TpmError(with_session(e.rc, n)) from None
         if auth.sessionAttributes & TPMA_SESSION_RESERVED:
             raise TpmError(with_session(RC.RESERVED_BITS, n))
+        if auth.sessionHandle == TPM_RS_PW:
+            if auth.sessionAttributes & ~TPMA_SESSION.continueSession:
+                raise TpmError(with_session(RC.ATTRIBUTES, n))
+            if auth.nonce:
+                raise TpmError(with_session(RC.NONCE, n))
         out.append(auth)
     return out
 
@@ -297,12 +310,8 @@ def check_sessions(
         n = i + 1
         attrs = auth.sessionAttributes
         if auth.sessionHandle == TPM_RS_PW:
-            if i >= n_auth_handles:  # a password with nothing to authorize (libtpms: HANDLE)
-                raise TpmError(with_session(RC.HANDLE, n), "password session with no role")
-            if attrs & ~TPMA_SESSION.continueSession:
-                raise TpmError(with_session(RC.ATTRIBUTES, n))
-            if auth.nonce:
-                raise TpmError(with_session(RC.NONCE, n))
+            # Its attributes and nonce were checked while parsing; one with nothing to
+            # authorize is refused only after the authorizations (``authorize``).
             sessions.append(None)
             continue
         s = table.loaded.get(auth.sessionHandle & 0xFFFFFF)
@@ -436,6 +445,7 @@ def authorize(
         cp = cp_cache.get(s.auth_hash)
         if cp is None:
             cp = cp_cache[s.auth_hash] = cp_hash(s.hash, cc, names, params)
+        s.include_auth = not is_bound_to(s, entity)
         expect = _hmac(s, _hmac_key(s, entity), cp, auth.nonce, s.nonce_tpm,
                        auth.sessionAttributes, _extra_nonces(auths, sessions, i), auth.hmac)
         if not equal(expect, auth.hmac):
@@ -444,6 +454,8 @@ def authorize(
         # Part 1, 19.6.x: a session beyond the authorizations must be there to decrypt,
         # encrypt or audit; its HMAC is keyed with sessionKey alone. A failure here is
         # never a dictionary-attack failure (reference IncrementLockout: no handle).
+        if sessions[i] is None:  # libtpms: after every authorization passed, HANDLE
+            raise TpmError(with_session(RC.HANDLE, i + 1), "password session with no role")
         auth, s, n = auths[i], _loaded(sessions, i), i + 1
         if s.kind == SE.TRIAL or not auth.sessionAttributes & _NON_AUTH_ROLES:
             raise TpmError(with_session(RC.ATTRIBUTES, n), "session with no role")
@@ -590,7 +602,9 @@ def build_response_auths(
         else:
             # A policy session HMACs its response too, keyed as its command HMAC was (an
             # empty key and an empty command hmac give an empty response hmac).
-            key = _hmac_key(s, entity) if s.kind == SE.HMAC else _policy_hmac_key(s, entity)
+            key = _policy_hmac_key(s, entity) if s.kind != SE.HMAC else (
+                s.session_key + strip_zeros(entity.auth_value) if s.include_auth
+                else s.session_key)
         mac = s.hash.hmac(key, rp, s.nonce_tpm, auth.nonce, attrs)
         if s.kind == SE.HMAC and not key and not auth.hmac:  # reference ComputeResponseHMAC
             mac = b""

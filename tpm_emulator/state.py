@@ -28,7 +28,14 @@ from typing import Annotated, Any
 from .admin.state import AdminRecord, AdminState, StateClear
 from .attest.audit import CommandAudit, CommandAuditRecord
 from .codec import UINT8, UINT32, UINT64, Int, ListOf, Reader, Sized, Wire, unmarshal
-from .constants import IMPLEMENTATION_PCR, MAX_ACTIVE_SESSIONS, MAX_LOADED_SESSIONS, RC, SE
+from .constants import (
+    IMPLEMENTATION_PCR,
+    MAX_ACTIVE_SESSIONS,
+    MAX_LOADED_SESSIONS,
+    RC,
+    SE,
+    TPM_ALG,
+)
 from .crypto import HASHES
 from .errors import StateFormatError, TpmError
 from .lifecycle import Orderly
@@ -39,7 +46,7 @@ from .policy.context import MAX_ENCODED as MAX_POLICY_STATE
 from .policy.context import PolicyContext
 from .sessions import Session, SessionCryptoRecord, SessionTable
 
-SEED_SIZE = 64  # octets; enough for SHA-512-strength hierarchies later
+SEED_SIZE = 64  # octets: a SHA-512 digest, the largest nameAlg a primary key may have
 PROOF_SIZE = 64
 
 MAGIC = b"VTPMSTAT"
@@ -203,11 +210,24 @@ def reset_record(rd: ResetData) -> ResetDataRecord:
     )
 
 
+# The PCR banks of snapshots written before SHA-512 was implemented.
+_BANKS_BEFORE_SHA512 = (TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384)
+
+
 def reset_data(rec: ResetDataRecord) -> ResetData:
-    """Rebuild live reset data, refusing anything our own encoder could not have written."""
+    """Rebuild live reset data, refusing anything our own encoder could not have written.
+
+    A snapshot written before SHA-512 was implemented has three banks. It restores with
+    a SHA-512 bank at its TPM Reset values (zero, all ones for the D-RTM PCRs 17-22), as
+    if TPM2_PCR_Allocate had added the bank (Part 3, 22.5) and it had never been
+    extended since: its PCR 0-15 then hold none of the measurements the other banks
+    hold, so a verifier must not trust that bank unless the measuring software extends
+    it too."""
     pcrs = PcrBanks()
-    if sorted(b.alg for b in rec.pcrs) != sorted(HASHES):
+    algs = sorted(b.alg for b in rec.pcrs)
+    if algs != sorted(HASHES) and tuple(algs) != _BANKS_BEFORE_SHA512:
         raise StateFormatError("PCR banks do not match this TPM's hash algorithms")
+    pcrs.initialise(startup_locality=0)
     for bank in rec.pcrs:
         size = HASHES[bank.alg].size
         if len(bank.values) != IMPLEMENTATION_PCR or any(len(v) != size for v in bank.values):

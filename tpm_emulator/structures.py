@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from .codec import UINT8, UINT16, UINT32, UINT64, Int, ListOf, Raw, Reader, Sized, Wire
 from .constants import (
     CAP,
+    MAX_ACTIVE_SESSIONS,
     MAX_DIGEST_BUFFER,
     MAX_EVENT_DATA,
     PCR_SELECT_MAX,
@@ -20,6 +21,7 @@ from .constants import (
     RC,
     RH,
     SE,
+    ST,
     SU,
     TPM_ALG,
 )
@@ -43,6 +45,25 @@ TPMI_ALG_SYM = Annotated[int, Int("H", (TPM_ALG.AES, TPM_ALG.XOR, TPM_ALG.NULL),
 SESSION_AES_KEY_BITS = (128, 256)
 SYM_MODES = (TPM_ALG.CTR, TPM_ALG.OFB, TPM_ALG.CBC, TPM_ALG.CFB, TPM_ALG.ECB)
 TPM_CAP_ = Annotated[int, Int("I", tuple(c for c in CAP if c != CAP.VENDOR_PROPERTY), RC.VALUE)]
+# The TPM_ST values libtpms unmarshals (all of Part 2, 6.9 but TPM_ST_FU_MANIFEST).
+TPM_ST_VALUES = frozenset(st for st in ST if st != ST.FU_MANIFEST)
+
+
+class TicketTag(Int):
+    """A ticket's tag (TPMT_TK_xxx, Part 2, 10.7): read as a TPM_ST first, so a value
+    that is no structure tag at all is TPM_RC_VALUE; a structure tag other than the
+    ticket's is TPM_RC_TAG (the reference's unmarshalling order)."""
+
+    def __init__(self, *tags: int) -> None:
+        super().__init__("H", tags, RC.TAG)
+
+    def read(self, r: Reader, prior: dict[str, Any]) -> int:
+        v = r.unpack(self.st)
+        if v not in TPM_ST_VALUES:
+            raise TpmError(RC.VALUE, f"0x{v:04X} is not a TPM_ST")
+        if self.allowed is not None and v not in self.allowed:
+            raise TpmError(RC.TAG, f"tag 0x{v:04X} is not this ticket's")
+        return v
 
 TPM2B_DIGEST = Annotated[bytes, Sized(MAX_DIGEST_SIZE)]
 TPM2B_NONCE = TPM2B_DIGEST
@@ -160,12 +181,20 @@ class TPMS_TIME_INFO:
     clockInfo: TPMS_CLOCK_INFO
 
 
+# TPMI_DH_SAVED (Part 2, 9.x): an HMAC or policy session handle, or one of the three
+# handles a saved object carries (0x80000000 object, 0x80000001 sequence, 0x80000002
+# stClear object); anything else is TPM_RC_VALUE when the context is unmarshalled.
+TPMI_DH_SAVED = Annotated[int, Int("I", frozenset(
+    {0x80000000, 0x80000001, 0x80000002}
+    | {(ht << 24) + i for ht in (0x02, 0x03) for i in range(MAX_ACTIVE_SESSIONS)}))]
+
+
 @dataclass(frozen=True)
 class TPMS_CONTEXT:
     """Part 2, 14.5: a saved context as the client holds it."""
 
     sequence: UINT64
-    savedHandle: UINT32
+    savedHandle: TPMI_DH_SAVED
     hierarchy: TPMI_RH_HIERARCHY_NULL
     contextBlob: TPM2B_CONTEXT_DATA
 

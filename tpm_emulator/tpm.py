@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from . import handlers as _handlers
 from .admin.da import guarded
-from .admin.hierarchy import load_refusal, permanent_entity
+from .admin.hierarchy import enabled, load_refusal, permanent_entity
 from .admin.properties import admin_properties
 from .admin.snapshot import record_of as admin_record_of
 from .admin.snapshot import restore as admin_restore
@@ -36,7 +36,7 @@ from .constants import (
     ST,
     TPM_ALG,
 )
-from .crypto import CONTEXT_SYM_BITS, MAX_DIGEST_SIZE
+from .crypto import CONTEXT_HASH, CONTEXT_SYM_BITS, MAX_DIGEST_SIZE
 from .errors import StateFormatError, TpmError, with_handle, with_parameter
 from .frame import error_response, frame_error
 from .lifecycle import ALLOWED_BEFORE_STARTUP, KEEPS_ORDERLY, REFUSED_AFTER_STARTUP, Orderly
@@ -73,6 +73,8 @@ from .structures import TPMS_CLOCK_INFO
 log = logging.getLogger(__name__)
 
 _HDR = struct.Struct(">HII")
+# Persistent handles from here on belong to the platform (Part 2, 7.5).
+PLATFORM_PERSISTENT = 0x81800000
 _U32 = struct.Struct(">I")
 
 MANUFACTURER = 0x56545053  # "VTPS": vtpm-stack
@@ -209,7 +211,7 @@ class TPM:
             PT.NV_INDEX_MAX: MAX_NV_INDEX_SIZE,
             PT.MEMORY: 0,
             PT.CLOCK_UPDATE: 1 << 12,
-            PT.CONTEXT_HASH: TPM_ALG.SHA256,
+            PT.CONTEXT_HASH: CONTEXT_HASH.alg,
             PT.CONTEXT_SYM: TPM_ALG.AES,
             PT.CONTEXT_SYM_SIZE: CONTEXT_SYM_BITS,
             PT.ORDERLY_COUNT: 0,
@@ -342,18 +344,30 @@ class TPM:
             if not hs.accepts(h):
                 raise TpmError(with_handle(RC.VALUE, n))
             handles.append(h)
-        # EntityGetLoadStatus: every handle must name something that is there.
+        # EntityGetLoadStatus: every handle must name something that is there. A
+        # persistent object is read into a free object slot for the command (reference
+        # ObjectLoadEvict): unless its range's hierarchy is disabled (TPM_RC_HANDLE),
+        # with every slot taken even a missing one is a bare TPM_RC_OBJECT_MEMORY, and
+        # each persistent handle takes a slot of its own.
+        free_slots = MAX_LOADED_OBJECTS - len(store.handles(self, HT.TRANSIENT))
         for i, h in enumerate(handles):
             htype = h >> 24
             if htype in (HT.HMAC_SESSION, HT.POLICY_SESSION):
                 if self.reset_data.sessions.find_loaded(h) is None:
+                    if (h & 0xFFFFFF) in self.reset_data.sessions.loaded:
+                        # The slot holds a session of the other type (libtpms: HANDLE).
+                        raise TpmError(with_handle(RC.HANDLE, i + 1), "wrong session type")
                     raise TpmError(RC.REFERENCE_H0 + i)
             elif htype == HT.TRANSIENT:
                 if store.find(self, h) is None:
                     raise TpmError(RC.REFERENCE_H0 + i)
             elif htype == HT.PERSISTENT:
+                owner = RH.OWNER if h < PLATFORM_PERSISTENT else RH.PLATFORM
+                if free_slots <= 0 and enabled(self.reset_data.stclear, owner):
+                    raise TpmError(RC.OBJECT_MEMORY, "no slot to load a persistent object")
                 if store.find(self, h) is None:
                     raise TpmError(with_handle(RC.HANDLE, i + 1))
+                free_slots -= 1
             elif htype == HT.NV_INDEX:
                 if h not in self.perm.nv:
                     raise TpmError(with_handle(RC.HANDLE, i + 1))

@@ -162,11 +162,14 @@ def _load(args: argparse.Namespace) -> Settings:
 def main(argv: Sequence[str] | None = None) -> int:
     # The TSS logs its own errors to stderr; ours say the same thing in one line.
     os.environ.setdefault("TSS2_LOG", "all+NONE")
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        # The demo parses its own flags: argparse's REMAINDER would not pass on a
+        # leading option such as --engine.
         from domS0.demo import main as demo_main
 
-        return demo_main(args.demo_args)
+        return demo_main(argv[1:])
+    args = build_parser().parse_args(argv)
     if args.command == "hosts":
         return run_hosts(args)
     if args.command == "ca":

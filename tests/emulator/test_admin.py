@@ -294,8 +294,8 @@ def test_pcr_allocate_answers_and_refuses_losing_the_rtm_pcrs(esapi: Any) -> Non
         [TPMS_PCR_SELECTION.parse("sha256:all"), TPMS_PCR_SELECTION.parse("sha1:0,17"), none]))
     # The banks not listed keep their (full) allocation; PCR_Allocate never shrinks
     # the banks in use now, it only answers what the next TPM Reset would get.
-    assert (ok, max_pcr, needed, available) == (True, 24, 24 * 32 + 2 * 20, 24 * 100)
-    no_drtm = TPML_PCR_SELECTION.parse("sha256:0,1,2+sha1:0+sha384:0")
+    assert (ok, max_pcr, needed, available) == (True, 24, 24 * (32 + 64) + 2 * 20, 24 * 164)
+    no_drtm = TPML_PCR_SELECTION.parse("sha256:0,1,2+sha1:0+sha384:0+sha512:0")
     assert refused(esapi.pcr_allocate, no_drtm) == TPM2_RC.PCR
 
 

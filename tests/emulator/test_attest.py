@@ -318,7 +318,7 @@ class AuditModel:
     def __init__(self) -> None:
         self.digest = b""
         self.counter = 0
-        self.alg = "sha256"
+        self.alg = "sha512"  # the audit hash a new TPM starts with, as libtpms
 
     def h(self, *parts: bytes) -> bytes:
         return hashlib.new(self.alg, b"".join(parts)).digest()
@@ -368,9 +368,9 @@ def test_command_audit_digest_recomputed_independently(tpm: TPM) -> None:
     ok(tpm, command(0x17B, b"\x00\x08"))  # GetRandom is not audited
     att, _ = audit_report(tpm)
     info = att.attested.commandAudit
-    assert (info.auditCounter, info.digestAlg) == (1, TPM2_ALG.SHA256)
+    assert (info.auditCounter, info.digestAlg) == (1, TPM2_ALG.SHA512)
     assert bytes(info.auditDigest) == model.digest
-    assert bytes(info.commandDigest) == hashlib.sha256(struct.pack(">II", 0x140, 0x17E)).digest()
+    assert bytes(info.commandDigest) == hashlib.sha512(struct.pack(">II", 0x140, 0x17E)).digest()
 
     # A signed report closes the run: the next audited command starts a new one.
     with esapi_over(tpm) as e:
@@ -415,7 +415,7 @@ def test_command_audit_survives_restart_and_snapshot_but_not_reset(tpm: TPM) -> 
     report = audit_report(tpm)[0].attested.commandAudit
     assert (bytes(report.auditDigest), report.auditCounter) == (b"", 1)
     # ...but the list of audited commands is permanent.
-    assert bytes(report.commandDigest) == hashlib.sha256(struct.pack(">II", 0x140, 0x17E)).digest()
+    assert bytes(report.commandDigest) == hashlib.sha512(struct.pack(">II", 0x140, 0x17E)).digest()
 
 
 def test_null_signature_round_trips_through_pytss(esapi: Any) -> None:

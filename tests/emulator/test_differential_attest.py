@@ -219,8 +219,8 @@ def test_unsigned_certify_of_an_external_key_matches_libtpms(swtpm: Any) -> None
 def test_command_audit_digest_matches_libtpms(swtpm: Any) -> None:
     ours, theirs = started_pair(swtpm)
     setup(ours, theirs)
-    # libtpms starts auditing with SHA-512 (which we do not have): move both to SHA-384
-    # and back to SHA-256, each a change for both, so both start from an empty digest.
+    # Both start auditing with SHA-512 (test_differential_sha512 compares that run): move
+    # both to SHA-384 and back to SHA-256, so both start from an empty digest.
     steps = [set_audit(0x000C), set_audit(0x000B), set_audit(0x0010, (0x169, 0x17A)),
              command(0x169, struct.pack(">I", NV)),  # NV_ReadPublic: audited
              command(0x17B, b"\x00\x08"),  # GetRandom: not audited

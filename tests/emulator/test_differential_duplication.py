@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from tpm2_pytss import TPM2B_DIGEST, TPM2B_PUBLIC, TPM2B_SENSITIVE, TPMT_PUBLIC, TPMT_SENSITIVE
 from tpm2_pytss.utils import wrap
 
 from tests.emulator.emulator_wire import RH_NULL, RH_OWNER, SESSIONS, command, rc, with_pw
+from tests.emulator.outside_keys import p256_key
 from tests.emulator.test_differential_objects import both, started_pair
 from tpm_emulator import TPM
 
@@ -127,10 +127,10 @@ def tpm2b_fields(response: bytes, count: int) -> list[bytes]:
 
 
 # ---- an outside key, wrapped for each TPM's own parent -------------------------------------
-_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+_PEM = p256_key().private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
     serialization.NoEncryption())
-_OTHER_PEM = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+_OTHER_PEM = p256_key().private_bytes(
     serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
     serialization.NoEncryption())
 

@@ -14,7 +14,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, decode_dss_signature
 from tpm2_pytss import TPM2B_PUBLIC
 
-from tests.emulator.emulator_wire import RH_OWNER, SHA1, SHA256, SIZES, command, rc, with_pw
+from tests.emulator.emulator_wire import (
+    RH_OWNER,
+    SHA1,
+    SHA256,
+    SHA512,
+    SIZES,
+    command,
+    rc,
+    with_pw,
+)
 from tests.emulator.test_differential_nv import OWNER_RW, define, write
 from tests.emulator.test_differential_objects import _capability, both, started_pair
 from tpm_emulator import TPM
@@ -188,7 +197,7 @@ def trial_script(size: int) -> list[tuple[str, bytes]]:
     ]
 
 
-@pytest.mark.parametrize("alg", [SHA256, SHA1])
+@pytest.mark.parametrize("alg", [SHA256, SHA1, SHA512])
 def test_trial_session_digests_match_libtpms(swtpm: Any, alg: int) -> None:
     ours, theirs = started_pair(swtpm)
     _setup(ours, theirs, TRIAL, alg)

@@ -4,7 +4,7 @@ sessionKey (unbound, unsalted) and authorizes nothing, its HMAC is the Empty Buf
 these sequences need no client-side cryptography and are deterministic.
 
 Not compared, because libtpms implements more than we do: Camellia and TDES session
-ciphers and SHA-512 (accepted there, TPM_RC_SYMMETRIC / TPM_RC_HASH here)."""
+ciphers (accepted there, TPM_RC_SYMMETRIC here)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from tests.emulator.test_differential_objects import (
 from tpm_emulator import TPM
 
 NULL_H = 0x40000007
-SHA1, SHA256, SHA384 = 0x0004, 0x000B, 0x000C
+SHA1, SHA256, SHA384, SHA512 = 0x0004, 0x000B, 0x000C, 0x000D
 AES, XOR, CFB = 0x0006, 0x000A, 0x0043
 CONT, ENC, DEC, AUDIT = 0x01, 0x40, 0x20, 0x80
 AUDIT_EXCLUSIVE, AUDIT_RESET = 0x02, 0x04
@@ -98,6 +98,7 @@ def test_start_auth_session_checks_match_libtpms(swtpm: Any) -> None:
         "aes unknown mode": start(struct.pack(">HHH", AES, 128, 0x99)),
         "xor sha256": start(struct.pack(">HH", XOR, SHA256)),
         "xor sha1": start(struct.pack(">HH", XOR, SHA1)),
+        "xor sha512": start(struct.pack(">HH", XOR, SHA512)),
         "xor null hash": start(struct.pack(">HH", XOR, 0x10)),
         "xor unknown hash": start(struct.pack(">HH", XOR, 0x99)),
         "sm4": start(struct.pack(">HHH", 0x13, 128, CFB)),
@@ -109,6 +110,9 @@ def test_start_auth_session_checks_match_libtpms(swtpm: Any) -> None:
         "nonce of 21 for sha1": start(nonce=b"n" * 21, hash_alg=SHA1),
         "nonce of 48 for sha384": start(nonce=b"n" * 48, hash_alg=SHA384),
         "nonce of 49 for sha384": start(nonce=b"n" * 49, hash_alg=SHA384),
+        "nonce of 64 for sha512": start(nonce=b"n" * 64, hash_alg=SHA512),
+        "nonce of 65 for sha512": start(nonce=b"n" * 65, hash_alg=SHA512),
+        "nonce of 49 for sha512": start(nonce=b"n" * 49, hash_alg=SHA512),
         "trial session": start(se=3),
         "session type 2": start(se=2),
         "unknown authHash": start(hash_alg=0x99),

@@ -43,6 +43,7 @@ from tpm2_pytss import (
 from tpm2_pytss.utils import unwrap, wrap
 
 from tests.emulator.inprocess import esapi_over
+from tests.emulator.outside_keys import p256_key
 from tests.test_import_blob import BOOT, SECRET, boot, ek_public, make_blob, predicted
 from tpm_emulator import TPM
 from vtpm_manager.sealing.importblob import import_and_unseal
@@ -196,7 +197,7 @@ def test_duplicate_an_ecc_key_to_another_parent(e: Any) -> None:
 def test_import_a_key_wrapped_outside_the_tpm(e: Any) -> None:
     target = primary(e)
     target_public, *_ = e.read_public(target)
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    pem = p256_key().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption())
     public = TPM2B_PUBLIC.from_pem(pem, objectAttributes="userwithauth|sign|noda")
@@ -355,7 +356,7 @@ def test_an_offline_import_blob_unseals_under_the_ek(tpm: TPM, kind: str) -> Non
 def test_a_duplicate_opens_with_tpm2_pytss_unwrap(e: Any, inner: bool) -> None:
     """Duplicate to a parent whose private key lives outside the TPM (its public loaded
     with LoadExternal), then open the blob with tpm2-pytss's own ``unwrap``."""
-    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+    pem = p256_key().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption())
     outside_public = TPM2B_PUBLIC.from_pem(

@@ -45,19 +45,21 @@ def hmac_session(e: Any, bind: Any = ESYS_TR.NONE, auth_hash: int = TPM2_ALG.SHA
 
 def test_get_random_is_capped_at_max_digest(esapi: Any) -> None:
     assert len(esapi.get_random(16)) == 16
-    assert len(esapi.get_random(200)) == 48
+    assert len(esapi.get_random(200)) == 64  # TPM_PT_MAX_DIGEST: SHA-512
 
 
-@pytest.mark.parametrize("bank", ["sha1", "sha256", "sha384"])
+@pytest.mark.parametrize("bank", ["sha1", "sha256", "sha384", "sha512"])
 def test_extend_with_password_session(esapi: Any, bank: str) -> None:
-    alg = {"sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384}[bank]
+    alg = {"sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384,
+           "sha512": TPM2_ALG.SHA512}[bank]
     size = hashlib.new(bank).digest_size
     digests = TPML_DIGEST_VALUES([tpmt_ha(alg, b"\x05" * size)])
     esapi.pcr_extend(ESYS_TR.PCR16, digests)
     assert pcr16(esapi, bank) == hashlib.new(bank, bytes(size) + b"\x05" * size).digest()
 
 
-@pytest.mark.parametrize("auth_hash", [TPM2_ALG.SHA1, TPM2_ALG.SHA256, TPM2_ALG.SHA384])
+@pytest.mark.parametrize("auth_hash", [TPM2_ALG.SHA1, TPM2_ALG.SHA256, TPM2_ALG.SHA384,
+                                       TPM2_ALG.SHA512])
 def test_event_with_hmac_session_like_tpm2_pcrevent(esapi: Any, auth_hash: int) -> None:
     s = hmac_session(esapi, auth_hash=auth_hash)
     esapi.pcr_event(ESYS_TR.PCR16, TPM2B_EVENT(b"one"), session1=s)
@@ -115,8 +117,9 @@ def test_hash_ticket_is_hmac_with_the_hierarchy_proof(esapi: Any, tpm: TPM) -> N
     digest, ticket = esapi.hash(b"abc", TPM2_ALG.SHA256, ESYS_TR.OWNER)
     assert bytes(digest) == hashlib.sha256(b"abc").digest()
     assert ticket.hierarchy == 0x40000001 and ticket.tag == 0x8024
-    expect = hmac.new(tpm.perm.sh_proof, struct.pack(">H", 0x8024) + bytes(digest),
-                      "sha256").digest()
+    # HMAC with the context hash (SHA-512, as libtpms) over tag || hashAlg || digest.
+    expect = hmac.new(tpm.perm.sh_proof, struct.pack(">HH", 0x8024, TPM2_ALG.SHA256)
+                      + bytes(digest), "sha512").digest()
     assert bytes(ticket.digest) == expect
     _, null_ticket = esapi.hash(b"abc", TPM2_ALG.SHA256, ESYS_TR.NULL)
     assert null_ticket.hierarchy == 0x40000007 and len(null_ticket.digest) == 0
@@ -127,15 +130,17 @@ def test_hash_ticket_is_hmac_with_the_hierarchy_proof(esapi: Any, tpm: TPM) -> N
 def test_capabilities(esapi: Any) -> None:
     _, algs = esapi.get_capability(TPM2_CAP.ALGS, 0, 127)
     assert [a.alg for a in algs.data.algorithms][: algs.data.algorithms.count] == [
-        TPM2_ALG.RSA, TPM2_ALG.SHA1, TPM2_ALG.HMAC, TPM2_ALG.AES, TPM2_ALG.KEYEDHASH,
-        TPM2_ALG.SHA256, TPM2_ALG.SHA384, TPM2_ALG.RSASSA, TPM2_ALG.RSAES, TPM2_ALG.RSAPSS,
-        TPM2_ALG.OAEP, TPM2_ALG.ECDSA, TPM2_ALG.ECDH, TPM2_ALG.ECC, TPM2_ALG.SYMCIPHER,
-        TPM2_ALG.CTR, TPM2_ALG.OFB, TPM2_ALG.CBC, TPM2_ALG.CFB, TPM2_ALG.ECB]
+        TPM2_ALG.RSA, TPM2_ALG.SHA1, TPM2_ALG.HMAC, TPM2_ALG.AES, TPM2_ALG.MGF1,
+        TPM2_ALG.KEYEDHASH, TPM2_ALG.SHA256, TPM2_ALG.SHA384, TPM2_ALG.SHA512,
+        TPM2_ALG.RSASSA, TPM2_ALG.RSAES, TPM2_ALG.RSAPSS, TPM2_ALG.OAEP, TPM2_ALG.ECDSA,
+        TPM2_ALG.ECDH, TPM2_ALG.KDF1_SP800_56A, TPM2_ALG.KDF1_SP800_108, TPM2_ALG.ECC,
+        TPM2_ALG.SYMCIPHER, TPM2_ALG.CTR, TPM2_ALG.OFB, TPM2_ALG.CBC, TPM2_ALG.CFB, TPM2_ALG.ECB]
     _, props = esapi.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT.FIXED, 127)
     table = {p.property: p.value for p in props.data.tpmProperties}
-    assert table[TPM2_PT.MAX_DIGEST] == 48 and table[0x112] == 24  # TPM_PT_PCR_COUNT
+    assert table[TPM2_PT.MAX_DIGEST] == 64 and table[0x112] == 24  # TPM_PT_PCR_COUNT
+    assert table[0x11A] == TPM2_ALG.SHA512  # TPM_PT_CONTEXT_HASH
     _, pcrs = esapi.get_capability(TPM2_CAP.PCRS, 0, 1)
-    assert pcrs.data.assignedPCR.count == 3
+    assert pcrs.data.assignedPCR.count == 4
     _, cmds = esapi.get_capability(TPM2_CAP.COMMANDS, 0, 254)
     attrs = {a & 0xFFFF: a for a in list(cmds.data.command)[: cmds.data.command.count]}
     assert attrs[0x182] == 0x182 | 1 << 22 | 1 << 25  # PCR_Extend: nv, cHandles=1

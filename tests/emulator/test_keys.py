@@ -47,6 +47,7 @@ except ImportError:  # older cryptography
 
 from tests.emulator.emulator_wire import rc, startup, with_pw
 from tests.emulator.inprocess import esapi_over
+from tests.emulator.outside_keys import p256_key
 from tpm_emulator import TPM
 
 SIGNER = "userwithauth|sign"
@@ -175,7 +176,7 @@ def xy(p: Any) -> tuple[int, int]:
 
 
 def test_ecdh_zgen_is_the_full_product_point(esys: Any) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = p256_key()
     d = key.private_numbers().private_value
     h = load_pem(esys, key, DECRYPTER)
     for _ in range(3):
@@ -192,7 +193,7 @@ def test_ecdh_zgen_is_the_full_product_point(esys: Any) -> None:
 
 
 def test_ecdh_keygen_agrees_with_zgen(esys: Any) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = p256_key()
     h = load_pem(esys, key, DECRYPTER)
     z, pub = esys.ecdh_key_gen(h)
     assert xy(esys.ecdh_zgen(h, pub)) == xy(z)
@@ -248,13 +249,14 @@ def test_encrypt_decrypt_refusals(esys: Any) -> None:
 
 
 # ---- HMAC and sequences --------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["sha1", "sha256", "sha384"])
+@pytest.mark.parametrize("name", ["sha1", "sha256", "sha384", "sha512"])
 def test_storable_digest_states_match_hashlib(name: str) -> None:
     """The running hashes a sequence keeps (and saves) give hashlib's digests at every
     padding boundary, also when written out and read back half-way."""
     from tpm_emulator.keys.digest_state import DigestState, HmacState
 
-    alg = {"sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384}[name]
+    alg = {"sha1": TPM2_ALG.SHA1, "sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384,
+           "sha512": TPM2_ALG.SHA512}[name]
     for size in (0, 1, 55, 56, 63, 64, 65, 111, 112, 127, 128, 129, 1000):
         data = os.urandom(size)
         state = DigestState.start(alg)
@@ -280,8 +282,10 @@ def test_hmac_and_hmac_sequence_match_hmac_module(esys: Any) -> None:
         esys.hmac(h, data, TPM2_ALG.SHA1)
     assert rc_of(e) == 0x2C4
     esys.flush_context(h)
-    h = load_symmetric(esys, key, "userwithauth|sign", "hmac", no_scheme=True)
-    assert bytes(esys.hmac(h, data, TPM2_ALG.SHA1)) == hmac.new(key, data, "sha1").digest()
+    # A signing keyedHash key always has an HMAC scheme (libtpms refuses one without,
+    # even from LoadExternal): NULL in the command takes the key's hash.
+    h = load_symmetric(esys, key, "userwithauth|sign", "hmac:sha384")
+    assert bytes(esys.hmac(h, data, TPM2_ALG.NULL)) == hmac.new(key, data, "sha384").digest()
     seq = esys.hmac_start(h, b"seq auth", TPM2_ALG.SHA384)
     esys.tr_set_auth(seq, b"seq auth")
     for i in range(0, 300, 100):
@@ -299,7 +303,7 @@ def test_hash_sequence_digest_and_ticket(esys: Any) -> None:
     result, ticket = esys.sequence_complete(seq, data[2000:], ESYS_TR.OWNER)
     assert bytes(result) == hashlib.sha256(data).digest()
     assert ticket.tag == TPM2_ST.HASHCHECK and ticket.hierarchy == TPM2_RH.OWNER
-    assert len(ticket.digest) == 32
+    assert len(ticket.digest) == 64  # made with the context hash, SHA-512, as libtpms
     # The same digest from TPM2_Hash earns the same ticket.
     digest, hash_ticket = esys.hash(data[:1000], TPM2_ALG.SHA256, ESYS_TR.OWNER)
     seq = esys.hash_sequence_start(b"", TPM2_ALG.SHA256)
@@ -318,7 +322,8 @@ def test_event_sequence_extends_every_bank(tpm: TPM, esys: Any) -> None:
     esys.sequence_update(seq, b"event ")
     out = esys.event_sequence_complete(ESYS_TR.PCR16, seq, b"data")
     got = {d.hashAlg: bytes(d.marshal())[2:] for d in out}  # TPMT_HA after its alg
-    names = {TPM2_ALG.SHA1: "sha1", TPM2_ALG.SHA256: "sha256", TPM2_ALG.SHA384: "sha384"}
+    names = {TPM2_ALG.SHA1: "sha1", TPM2_ALG.SHA256: "sha256", TPM2_ALG.SHA384: "sha384",
+             TPM2_ALG.SHA512: "sha512"}
     assert got == {alg: hashlib.new(n, b"event data").digest() for alg, n in names.items()}
     _, _, values = esys.pcr_read("sha256:16")
     assert bytes(values[0]) == hashlib.sha256(bytes(32) + got[TPM2_ALG.SHA256]).digest()
@@ -365,7 +370,7 @@ def null_ticket() -> TPMT_TK_HASHCHECK:
 
 
 def test_ecdsa_signatures_both_ways(esys: Any) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = p256_key()
     h = load_pem(esys, key, SIGNER, scheme="ecdsa-sha256")
     digest = hashlib.sha256(b"signed by the TPM").digest()
     sig = esys.sign(h, digest, sig_scheme(TPM2_ALG.NULL), null_ticket())
@@ -383,7 +388,7 @@ def test_ecdsa_signatures_both_ways(esys: Any) -> None:
     theirs.signature.ecdsa.signatureS = s.to_bytes(32, "big")
     ticket = esys.verify_signature(verifier, digest, theirs)
     assert ticket.tag == TPM2_ST.VERIFIED and ticket.hierarchy == TPM2_RH.OWNER
-    assert len(ticket.digest) == 32
+    assert len(ticket.digest) == 64  # an HMAC with the context hash, SHA-512 as in libtpms
     with pytest.raises(TSS2_Exception) as e:
         esys.verify_signature(verifier, hashlib.sha256(b"other").digest(), theirs)
     assert rc_of(e) == 0x2DB  # TPM_RC_SIGNATURE, parameter 2
@@ -504,16 +509,27 @@ def test_make_credential_size_rule(esys: Any) -> None:
 def test_credential_to_an_rsa_key(esys: Any, rsa_key: Any) -> None:
     """An RSA EK shares the seed by OAEP with the "IDENTITY" label (Part 1, B.10.4)."""
     from cryptography.hazmat.primitives import serialization
-    from tpm2_pytss import TPM2B_NAME
-    from tpm2_pytss.utils import make_credential
+    from tpm2_pytss import TPM2B_DATA, TPM2B_NAME, TPMT_SYM_DEF_OBJECT
+    from tpm2_pytss.utils import make_credential, wrap
 
     pem = rsa_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     storage = TPM2B_PUBLIC.parse("rsa2048:aes128cfb")  # kept alive: from_pem copies from it
     ek_pub = TPM2B_PUBLIC.from_pem(pem, objectAttributes="userwithauth|restricted|decrypt",
                                    symmetric=storage.publicArea.parameters.rsaDetail.symmetric)
-    ek = esys.load_external(ek_pub, TPM2B_SENSITIVE.from_pem(pem), ESYS_TR.NULL)
-    ak = load_pem(esys, ec.generate_private_key(ec.SECP256R1()), SIGNER)
+    # A restricted key cannot come in by LoadExternal with its private part (libtpms:
+    # TPM_RC_ATTRIBUTES), so the RSA EK is imported under an ECC parent instead.
+    ek_sens = TPM2B_SENSITIVE.from_pem(pem)
+    ek_sens.sensitiveArea.seedValue = os.urandom(32)  # a parent's seed (Part 1, 23.3)
+    parent, parent_pub, _, _, _ = esys.create_primary(
+        TPM2B_SENSITIVE_CREATE(), TPM2B_PUBLIC.parse(
+            "ecc256:aes128cfb", objectAttributes="fixedtpm|fixedparent|sensitivedataorigin"
+            "|userwithauth|restricted|decrypt|noda"))
+    _, duplicate, seed = wrap(parent_pub.publicArea, ek_pub, ek_sens)
+    private = esys.import_(parent, TPM2B_DATA(), ek_pub, duplicate, seed,
+                           TPMT_SYM_DEF_OBJECT(algorithm=TPM2_ALG.NULL))
+    ek = esys.load(parent, private, ek_pub)
+    ak = load_pem(esys, p256_key(), SIGNER)
     _, ak_name, _ = esys.read_public(ak)
     blob, secret = esys.make_credential(ek, TPM2B_DIGEST(b"rsa-wrapped"), ak_name)
     assert bytes(esys.activate_credential(ak, ek, blob, secret)) == b"rsa-wrapped"
@@ -525,7 +541,7 @@ def test_verified_ticket_is_accepted_by_policy_authorize(esys: Any) -> None:
     """TPMT_TK_VERIFIED from VerifySignature is what TPM2_PolicyAuthorize checks."""
     from tpm2_pytss import TPM2_SE, TPMT_SYM_DEF
 
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = p256_key()
     h = load_pem(esys, key, SIGNER, hierarchy=ESYS_TR.OWNER, private=False)
     _, name, _ = esys.read_public(h)
     session = esys.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY,

@@ -64,10 +64,16 @@ def expected_name(public: bytes) -> bytes:
 
 @pytest.mark.parametrize("alg", ["ecc256:aes128cfb", "ecc384:aes256cfb", "rsa2048:aes128cfb"])
 def test_create_primary_is_deterministic_even_after_restore(tpm: TPM, alg: str) -> None:
+    """The same template gives the same key *and* the same seedValue, so a child made
+    under one CreatePrimary loads under the next (also when the derivation is cached)."""
     with esapi_over(tpm) as e:
         h1, pub1 = primary(e, alg)
+        priv, spub, *_ = e.create(h1, sensitive(b"", b"kept"), sealed_template())
         e.flush_context(h1)
         h2, pub2 = primary(e, alg)
+        child = e.load(h2, priv, spub)
+        assert bytes(e.unseal(child)) == b"kept"
+        e.flush_context(child)
         e.flush_context(h2)
         _h3, endorsement = primary(e, alg, ESYS_TR.ENDORSEMENT)
     assert pub1 == pub2
@@ -75,7 +81,8 @@ def test_create_primary_is_deterministic_even_after_restore(tpm: TPM, alg: str) 
     restored = TPM.restore(tpm.snapshot())
     with esapi_over(restored) as e:
         e.flush_context(e.tr_from_tpmpublic(0x80000000))
-        _h, pub3 = primary(e, alg)
+        h4, pub3 = primary(e, alg)
+        assert bytes(e.unseal(e.load(h4, priv, spub))) == b"kept"
     assert pub3 == pub1
 
 

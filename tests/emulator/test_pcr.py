@@ -12,6 +12,7 @@ from tests.emulator.emulator_wire import (
     SHA1,
     SHA256,
     SHA384,
+    SHA512,
     SIZES,
     command,
     parse_pcr_read,
@@ -27,7 +28,7 @@ from tests.emulator.emulator_wire import (
 from tpm_emulator import TPM
 from tpm_emulator.constants import RC
 
-BANKS = (SHA1, SHA256, SHA384)
+BANKS = (SHA1, SHA256, SHA384, SHA512)
 
 
 def extend_ref(old: bytes, alg: int, data: bytes) -> bytes:

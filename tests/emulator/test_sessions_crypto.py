@@ -41,7 +41,8 @@ PARENT = EK_LIKE + "|noda"
 SEALED = "fixedtpm|fixedparent|userwithauth|noda"
 CONT = TPMA_SESSION.CONTINUESESSION
 BOTH = CONT | TPMA_SESSION.DECRYPT | TPMA_SESSION.ENCRYPT
-HASHES = {TPM2_ALG.SHA1: "sha1", TPM2_ALG.SHA256: "sha256", TPM2_ALG.SHA384: "sha384"}
+HASHES = {TPM2_ALG.SHA1: "sha1", TPM2_ALG.SHA256: "sha256", TPM2_ALG.SHA384: "sha384",
+          TPM2_ALG.SHA512: "sha512"}
 
 
 def aes(bits: int) -> Any:
@@ -55,7 +56,7 @@ def xor(hash_alg: int = TPM2_ALG.SHA256) -> Any:
 
 NULL_SYM = TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL)
 SYMS = {"aes128": aes(128), "aes256": aes(256), "xor-sha1": xor(TPM2_ALG.SHA1),
-        "xor-sha256": xor()}
+        "xor-sha256": xor(), "xor-sha512": xor(TPM2_ALG.SHA512)}
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,8 @@ class Recorder:
         return bool(self.last[at + 2 + nonce] & TPMA_SESSION.AUDITEXCLUSIVE)
 
 
-@pytest.mark.parametrize("hash_alg", [TPM2_ALG.SHA1, TPM2_ALG.SHA384], ids=["sha1", "sha384"])
+@pytest.mark.parametrize("hash_alg", [TPM2_ALG.SHA1, TPM2_ALG.SHA384, TPM2_ALG.SHA512],
+                         ids=["sha1", "sha384", "sha512"])
 def test_audit_session_digest_and_exclusivity(tpm: TPM, hash_alg: int) -> None:
     h = HASHES[hash_alg]
     audit = CONT | TPMA_SESSION.AUDIT

@@ -48,9 +48,10 @@ from tpm_emulator.objects.store import LoadedObject
 
 A = TPMA_OBJECT
 SIGN = A.sign | A.userWithAuth | A.sensitiveDataOrigin
-SHA1, SHA256, SHA384 = TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384
+SHA1, SHA256, SHA384, SHA512 = TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384, TPM_ALG.SHA512
 ECDSA, RSASSA, RSAPSS, HMAC = TPM_ALG.ECDSA, TPM_ALG.RSASSA, TPM_ALG.RSAPSS, TPM_ALG.HMAC
-CRYPTO_HASH: dict[int, Any] = {SHA1: hashes.SHA1, SHA256: hashes.SHA256, SHA384: hashes.SHA384}
+CRYPTO_HASH: dict[int, Any] = {SHA1: hashes.SHA1, SHA256: hashes.SHA256, SHA384: hashes.SHA384,
+                               SHA512: hashes.SHA512}
 
 
 NO_SCHEME = Scheme()
@@ -78,7 +79,7 @@ def rsa_key() -> LoadedObject:
 
 
 @pytest.mark.parametrize("curve", [ECC_NIST_P256, ECC_NIST_P384, ECC_NIST_P521])
-@pytest.mark.parametrize("h", [SHA1, SHA256, SHA384])
+@pytest.mark.parametrize("h", [SHA1, SHA256, SHA384, SHA512])
 def test_ecdsa_any_curve_any_hash_verifies_with_cryptography(curve: int, h: int) -> None:
     k = key("ecc", curve=curve)
     digest = hashlib.new(CRYPTO_HASH[h].name, os.urandom(9)).digest()
@@ -94,7 +95,7 @@ def test_ecdsa_any_curve_any_hash_verifies_with_cryptography(curve: int, h: int)
 
 
 @pytest.mark.parametrize("alg", [RSASSA, RSAPSS])
-@pytest.mark.parametrize("h", [SHA1, SHA256, SHA384])
+@pytest.mark.parametrize("h", [SHA1, SHA256, SHA384, SHA512])
 def test_rsa_signatures_verify_with_cryptography(rsa_key: LoadedObject, alg: int, h: int) -> None:
     digest = os.urandom(CRYPTO_HASH[h].digest_size)
     sig = sign(rsa_key, TPMT_SIG_SCHEME.of(alg, h), digest)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from domS0.harness import Doms0Process, MigrationNode, create_hosts_ca
-from tests.conftest import DomS0Factory
+from tests.conftest import DomS0Factory, only_on
 
 POLICY = Path(__file__).parent.parent / "fixtures" / "acm" / "rivals.xml"
 GET_RANDOM = "80010000000c0000017b0008"
@@ -53,11 +53,11 @@ def domain_token(doms0: Doms0Process, name: str, tmp_path: Path) -> Path:
     return doms0.issue(f"domain:{name}", tmp_path / name, token=True) / "token"
 
 
-def test_a_domain_touches_only_its_own_vtpm(start_doms0: DomS0Factory,
+def test_a_domain_touches_only_its_own_vtpm(start_doms0: DomS0Factory, engine: str,
                                             tmp_path: Path) -> None:
-    doms0 = start_doms0("swtpm")
+    doms0 = start_doms0(engine)
     for name in ("vm1", "vm2"):
-        ok(vtpmctl(doms0, "create", name, "--engine", "swtpm"))
+        ok(vtpmctl(doms0, "create", name, "--engine", engine))
         ok(vtpmctl(doms0, "transmit", name, STARTUP))
     vm1 = domain_token(doms0, "vm1", tmp_path)
     secret = tmp_path / "secret"
@@ -197,10 +197,13 @@ def test_an_older_approval_list_is_refused(start_doms0: DomS0Factory,
     assert "list 2" in ok(vtpmctl(doms0, "group", "list"))
 
 
-def test_migrating_next_to_a_rival_is_refused(tmp_path: Path) -> None:
+# The refusal is the policy's, before any TPM state moves; test_migration.py moves
+# vTPMs of both engines.
+@only_on("builtin")
+def test_migrating_next_to_a_rival_is_refused(engine: str, tmp_path: Path) -> None:
     ca = create_hosts_ca(tmp_path / "ca")
     args = ("--security-modules", "acm,dummy")
-    nodes = [MigrationNode(tmp_path / n, n, ca, extra_args=args)
+    nodes = [MigrationNode(tmp_path / n, n, ca, engine=engine, extra_args=args)
              for n in ("host-a", "host-b")]
     try:
         a, b = (node.provision().start() for node in nodes)
@@ -209,8 +212,8 @@ def test_migrating_next_to_a_rival_is_refused(tmp_path: Path) -> None:
             for name, label in (("vm1", "A"), ("vm2", "B")):
                 ok(vtpmctl(doms0, "label", "add", f"dom-{label}", "dom", name))
                 ok(vtpmctl(doms0, "label", "add", f"res-{label}", "res", name))
-        ok(vtpmctl(a, "create", "vm1", "--engine", "swtpm"))
-        ok(vtpmctl(b, "create", "vm2", "--engine", "swtpm"))        # vm1's rival runs on B
+        ok(vtpmctl(a, "create", "vm1", "--engine", engine))
+        ok(vtpmctl(b, "create", "vm2", "--engine", engine))         # vm1's rival runs on B
         refused = vtpmctl(a, "migrate", "vm1", "--to", nodes[1].migration_address)
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert "PERMISSION_DENIED" in refused.stderr and "chwall" in refused.stderr

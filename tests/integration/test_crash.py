@@ -1,12 +1,11 @@
 """kill -9 at random points of a mixed workload loses no acknowledged change.
 
 Two client threads drive one DomS0 (creates, deletes, starts, stops, TPM2_Startup,
-PCR extends, and on the swtpm engine NV defines and writes: the builtin engine has
-no NV commands yet), while a third thread SIGKILLs DomS0 after a random delay, so
-the kill lands wherever requests happen to be: in the engine, in the store's write,
-between a commit and its response, or while DomS0 is still booting. After each kill
-DomS0 restarts on the same state dir and every vTPM is checked against what the
-clients were told:
+PCR extends, NV defines and writes), on each engine in turn, while a third thread
+SIGKILLs DomS0 after a random delay, so the kill lands wherever requests happen to
+be: in the engine, in the store's write, between a commit and its response, or while
+DomS0 is still booting. After each kill DomS0 restarts on the same state dir and
+every vTPM is checked against what the clients were told:
 
 - an acknowledged change is present (creates exist, deletes are gone, PCR 16 is the
   hash chain of the acknowledged extends, NV holds the last acknowledged write);
@@ -211,8 +210,6 @@ class Worker:
               f"vTPM {name}: PCR 16 = {value.hex()}, acknowledged/possible "
               f"{[v.hex() for v in want.pcr16]}")
         want.pcr16 = {value}
-        if self.run.engine != "swtpm":
-            return
         defined = tpm2.rc_of(self._transmit(tpm, name, nv_read_public())) == 0
         check(defined in want.nv_defined,
               f"vTPM {name}: NV index defined={defined}, told {want.nv_defined}")
@@ -255,7 +252,7 @@ class Worker:
             return self.stop(manager, name, want)
         if not want.sure("started"):
             return self.startup(tpm, name, want)
-        if self.run.engine == "swtpm" and roll < 0.35:
+        if roll < 0.35:
             return self.nv(tpm, name, want)
         old = want.sure("pcr16")
         assert isinstance(old, bytes)

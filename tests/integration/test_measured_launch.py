@@ -83,12 +83,14 @@ def test_event_log_replays_to_the_vtpm_pcrs_and_predict_agrees(
 
 
 def test_quote_is_accepted_by_tpm2_checkquote_and_verify(
-        start_doms0: DomS0Factory, tmp_path: Path) -> None:
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
     require_tool("tpm2_getrandom")
-    doms0 = start_doms0("swtpm")
+    doms0 = start_doms0(engine)
     kernel, initrd = write_sample_domain(tmp_path / "domain")
     manifest = tmp_path / "m.json"
-    ok(build(doms0, "dom1", kernel, initrd, "--engine", "swtpm", "--manifest-out", manifest))
+    built = ok(build(doms0, "dom1", kernel, initrd, "--engine", engine, "--manifest-out",
+                     manifest))
+    assert "AK: enrolled" in built
     ok(vtpmctl(doms0, "certs", "dom1", "--out", tmp_path / "certs"))
     ca = tmp_path / "certs" / "ca.pem"
     evidence = tmp_path / "evidence"
@@ -121,11 +123,11 @@ def test_quote_is_accepted_by_tpm2_checkquote_and_verify(
     data = bytearray(initrd.read_bytes())
     data[100] ^= 1
     changed.write_bytes(bytes(data))
-    ok(build(doms0, "dom2", kernel, changed, "--engine", "swtpm"))
+    ok(build(doms0, "dom2", kernel, changed, "--engine", engine))
     ok(vtpmctl(doms0, "quote", "dom2", "--nonce", NONCE, "--out", tmp_path / "e2"))
     refused(tmp_path / "e2", "event log", "initrd")
 
-    ok(build(doms0, "dom3", kernel, initrd, "--engine", "swtpm", cmdline="init=/bin/sh"))
+    ok(build(doms0, "dom3", kernel, initrd, "--engine", engine, cmdline="init=/bin/sh"))
     ok(vtpmctl(doms0, "quote", "dom3", "--nonce", NONCE, "--out", tmp_path / "e3"))
     refused(tmp_path / "e3", "event log", "cmdline")
 
@@ -138,18 +140,17 @@ def test_quote_is_accepted_by_tpm2_checkquote_and_verify(
     (edited / "eventlog.bin").write_bytes(bytes(log))
     refused(edited, "event log", "initrd")
 
-    other = start_doms0("swtpm")
-    ok(vtpmctl(other, "create", "x", "--engine", "swtpm"))
+    other = start_doms0(engine)
+    ok(vtpmctl(other, "create", "x", "--engine", engine))
     ok(vtpmctl(other, "certs", "x", "--out", tmp_path / "other"))
     refused(evidence, "certificate chain", "not issued by the trusted vTPM CA",
             ca_pem=tmp_path / "other" / "ca.pem")
 
 
 def test_build_into_a_held_vtpm_is_refused_unless_forced(
-        start_doms0: DomS0Factory, tmp_path: Path) -> None:
-    doms0 = start_doms0("swtpm")
+        doms0: Doms0Process, engine: str, tmp_path: Path) -> None:
     kernel, initrd = write_sample_domain(tmp_path / "domain")
-    ok(vtpmctl(doms0, "create", "held", "--engine", "swtpm"))
+    ok(vtpmctl(doms0, "create", "held", "--engine", engine))
     front = AttachProcess(doms0, "held").start()
     try:
         refused = build(doms0, "held", kernel, initrd)
@@ -160,24 +161,23 @@ def test_build_into_a_held_vtpm_is_refused_unless_forced(
         front.stop()
 
 
-def test_builtin_engine_builds_but_cannot_quote(start_doms0: DomS0Factory,
-                                                tmp_path: Path) -> None:
-    doms0 = start_doms0("builtin")
-    kernel, initrd = write_sample_domain(tmp_path / "domain")
-    out = ok(build(doms0, "b1", kernel, initrd, "--engine", "builtin", "--eventlog-out",
-                   tmp_path / "log.bin"))
-    assert "AK: not enrolled" in out
-    assert (tmp_path / "log.bin").stat().st_size > 0
+def test_quote_before_the_first_build_is_refused(start_doms0: DomS0Factory,
+                                                 tmp_path: Path) -> None:
+    """No AK is enrolled until the domain is built; a quote says so instead of failing
+    in the TPM."""
+    doms0 = start_doms0()
+    ok(vtpmctl(doms0, "create", "b1"))
     quoted = vtpmctl(doms0, "quote", "b1", "--nonce", NONCE, "--out", tmp_path / "e")
     assert quoted.returncode == 1
-    assert "FAILED_PRECONDITION" in quoted.stderr and "lacks" in quoted.stderr
+    assert "FAILED_PRECONDITION" in quoted.stderr and "no attestation key yet" in quoted.stderr
+    assert "vtpmctl build b1" in quoted.stderr
 
 
 def test_predict_and_event_log_over_grpc(start_doms0: DomS0Factory, tmp_path: Path) -> None:
     from domS0.api.vtpm.v1 import vtpm_pb2 as pb
     from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 
-    doms0 = start_doms0("builtin")
+    doms0 = start_doms0()
     kernel, initrd = write_sample_domain(tmp_path / "domain")
     header = pb.BuildHeader(cmdline=SAMPLE_CMDLINE, launch_config_json='{"vcpus": 2}')
     requests = [pb.BuildRequest(header=header),
@@ -199,7 +199,7 @@ def test_predict_and_event_log_over_grpc(start_doms0: DomS0Factory, tmp_path: Pa
         assert log == built.event_log
         certs = stub.GetCertificates(pb.GetCertificatesRequest(vtpm="g1"))
         assert certs.ca_certificate.startswith("-----BEGIN CERTIFICATE-----")
-        assert certs.ak_certificate == ""
+        assert certs.ak_certificate.startswith("-----BEGIN CERTIFICATE-----")
     assert len(list((doms0.state_dir / "images" / "sha256").iterdir())) == 2
 
 

@@ -1,8 +1,9 @@
 """Migrating vTPMs between real DomS0 processes, each with its own swtpm host TPM and a
-certificate from a hosts CA: the TPM state (PCRs, NV, persistent keys, EK certificate,
-sealed secrets, clock) arrives intact; the source keeps a tombstone naming the new
-host; unapproved or untrusted destinations are refused and the vTPM stays live; the
-destination's Migration service refuses replayed sessions and second copies."""
+certificate from a hosts CA, the vTPMs on either engine: the TPM state (PCRs, NV,
+persistent keys, EK certificate, sealed secrets, clock) arrives intact; the source keeps
+a tombstone naming the new host; unapproved or untrusted destinations are refused and
+the vTPM stays live; the destination's Migration service refuses replayed sessions and
+second copies."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from domS0.api.vtpm.v1 import vtpm_pb2_grpc as pb_grpc
 from domS0.demo import SAMPLE_CMDLINE, write_sample_domain
 from domS0.harness import Doms0Process, MigrationNode, create_hosts_ca
 from domS0.migration.identity import HostIdentity
-from tests.conftest import require_tool
+from tests.conftest import only_on, require_tool
 from tests.integration.test_measured_launch import ok, vtpmctl
 from tests.integration.test_sealing_flow import refused
 from vtpm_manager.manufacture import esapi_over
@@ -56,13 +57,15 @@ Nodes = Callable[..., tuple[MigrationNode, Doms0Process]]
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, hosts_ca: Path) -> Iterator[Nodes]:
-    """Provision and start migration nodes (own folder each); stop them all afterwards."""
+def nodes(tmp_path: Path, hosts_ca: Path, engine: str) -> Iterator[Nodes]:
+    """Provision and start migration nodes (own folder each) whose vTPMs run on
+    ``engine``; stop them all afterwards."""
     started: list[MigrationNode] = []
 
     def node(name: str, ca: Path | None = None, extra_args: tuple[str, ...] = ()
              ) -> tuple[MigrationNode, Doms0Process]:
-        n = MigrationNode(tmp_path / name, name, ca or hosts_ca, extra_args=extra_args)
+        n = MigrationNode(tmp_path / name, name, ca or hosts_ca, engine=engine,
+                          extra_args=extra_args)
         started.append(n)
         n.provision()
         return n, n.start()
@@ -131,8 +134,9 @@ def certificates(doms0: Doms0Process, name: str, out: Path) -> dict[str, str]:
 
 
 def new_vtpm(doms0: Doms0Process, name: str = "dom1") -> list[bytes]:
-    """A swtpm vTPM, started, with PCRs 0, 1 and 16 extended; returns their values."""
-    ok(vtpmctl(doms0, "create", name, "--engine", "swtpm"))
+    """A vTPM on DomS0's engine, started, with PCRs 0, 1 and 16 extended; returns
+    their values."""
+    ok(vtpmctl(doms0, "create", name, "--engine", doms0.engine))
     with esapi(doms0, name) as tpm:
         tpm.startup(TPM2_SU.CLEAR)
         extend(tpm, ESYS_TR.PCR0, b"firmware")
@@ -191,6 +195,8 @@ def test_tpm_state_sealed_secret_and_ek_follow_the_vtpm(nodes: Nodes, tmp_path: 
     assert not (tmp_path / "certs-gone").exists() and not (tmp_path / "b2").exists()
 
 
+# Three hosts: the TPM state carried is the same as in the test above (both engines).
+@only_on("builtin")
 def test_round_trip_through_three_hosts_ends_live_on_the_first(nodes: Nodes) -> None:
     a, da = nodes("host-a")
     b, db = nodes("host-b")
@@ -212,6 +218,8 @@ def test_round_trip_through_three_hosts_ends_live_on_the_first(nodes: Nodes) -> 
     refused(vtpmctl(dc, "transmit", "dom1", GET_RANDOM_8), "FAILED_PRECONDITION", "host-a")
 
 
+# Refused before the vTPM is touched: the engine plays no part.
+@only_on("builtin")
 def test_destination_running_unapproved_code_is_refused(nodes: Nodes) -> None:
     _a, da = nodes("host-a", extra_args=("--allow-code", "00" * 32))
     b, db = nodes("host-b")
@@ -225,6 +233,8 @@ def test_destination_running_unapproved_code_is_refused(nodes: Nodes) -> None:
     refused(vtpmctl(db, "show", "dom1"), "NOT_FOUND")
 
 
+# Refused in the TLS handshake: the engine plays no part.
+@only_on("builtin")
 def test_destination_certified_by_another_hosts_ca_is_refused(
         nodes: Nodes, tmp_path: Path) -> None:
     _a, da = nodes("host-a")
@@ -244,6 +254,8 @@ def test_destination_certified_by_another_hosts_ca_is_refused(
     refused(vtpmctl(db, "show", "dom1"), "NOT_FOUND")
 
 
+# On swtpm, the quote test below checks the signed clock fields across a migration.
+@only_on("builtin")
 def test_clock_and_counters_do_not_go_back(nodes: Nodes) -> None:
     _a, da = nodes("host-a")
     b, db = nodes("host-b")
@@ -275,7 +287,7 @@ def test_a_quote_after_migration_verifies_and_its_clock_does_not_go_back(
     kernel, initrd = write_sample_domain(tmp_path / "domain")
     manifest = tmp_path / "manifest.json"
     ok(vtpmctl(da, "build", "dom1", "--kernel", kernel, "--initrd", initrd, "--cmdline",
-               SAMPLE_CMDLINE, "--engine", "swtpm", "--manifest-out", manifest))
+               SAMPLE_CMDLINE, "--engine", da.engine, "--manifest-out", manifest))
     ok(vtpmctl(da, "certs", "dom1", "--out", tmp_path / "certs"))
     ca = tmp_path / "certs" / "ca.pem"
     before = quote_clock(da, tmp_path / "before", manifest, ca)
@@ -287,6 +299,8 @@ def test_a_quote_after_migration_verifies_and_its_clock_does_not_go_back(
     assert after["safe"]
 
 
+# The Migration service's own checks, before any TPM state is read.
+@only_on("builtin")
 def test_migration_service_refuses_replays_and_second_copies(nodes: Nodes) -> None:
     a, da = nodes("host-a")
     b, db = nodes("host-b")
@@ -294,7 +308,7 @@ def test_migration_service_refuses_replays_and_second_copies(nodes: Nodes) -> No
     ok(migrate(da, "dom1", b))
     ok(migrate(db, "dom1", a))                 # generation 2: live on A again
     ok(vtpmctl(da, "transmit", "dom1", GET_RANDOM_8))
-    ok(vtpmctl(db, "create", "dom2", "--engine", "swtpm"))
+    ok(vtpmctl(db, "create", "dom2", "--engine", db.engine))
     live_on_b = show(db, "dom2")["uuid"]
 
     # Play host A by hand against B's Migration service, with A's TLS material.

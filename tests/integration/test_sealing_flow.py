@@ -1,4 +1,4 @@
-"""Sealing per-domain secrets against a real DomS0 (swtpm engine) through vtpmctl: to a
+"""Sealing per-domain secrets against a real DomS0 through vtpmctl, on both engines: to a
 manifest's predicted PCRs before the first build, to signed policies that survive a
 kernel update, unsealed by tpm2-tools inside the "domain", with auth values."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from domS0.demo import SAMPLE_CMDLINE, sample_kernel, write_sample_domain
 from domS0.harness import AttachProcess, Doms0Process
-from tests.conftest import DomS0Factory, require_tool
+from tests.conftest import DomS0Factory, only_on, require_tool
 from tests.integration.test_measured_launch import build, ok, vtpmctl
 
 SECRET = b"disk key of dom1 \x00\xff\n"
@@ -35,17 +35,18 @@ def unsealed(doms0: Doms0Process, name: str, blob: Path, out: Path, *extra: str 
     return out.read_bytes()
 
 
-def setup(start_doms0: DomS0Factory, tmp_path: Path) -> tuple[Doms0Process, Path, Path]:
-    doms0 = start_doms0("swtpm")
+def setup(start_doms0: DomS0Factory, engine: str, tmp_path: Path
+          ) -> tuple[Doms0Process, Path, Path]:
+    doms0 = start_doms0(engine)
     kernel, initrd = write_sample_domain(tmp_path / "domain")
     (tmp_path / "secret").write_bytes(SECRET)
-    ok(vtpmctl(doms0, "create", "dom1", "--engine", "swtpm"))
+    ok(vtpmctl(doms0, "create", "dom1", "--engine", engine))
     return doms0, kernel, initrd
 
 
 def test_manifest_sealed_secret_unseals_only_after_that_build(
-        start_doms0: DomS0Factory, tmp_path: Path) -> None:
-    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
+    doms0, kernel, initrd = setup(start_doms0, engine, tmp_path)
     manifest, blob, out = tmp_path / "m.json", tmp_path / "blob.json", tmp_path / "out"
     ok(vtpmctl(doms0, "predict", "--kernel", kernel, "--initrd", initrd, "--cmdline",
                SAMPLE_CMDLINE, "--manifest-out", manifest))
@@ -77,9 +78,11 @@ def test_manifest_sealed_secret_unseals_only_after_that_build(
     assert unsealed(doms0, "dom1", blob, out) == SECRET
 
 
+# PolicyAuthorize and VerifySignature on swtpm: the revocable test below.
+@only_on("builtin")
 def test_authorized_secret_follows_signatures_across_a_kernel_update(
-        start_doms0: DomS0Factory, tmp_path: Path) -> None:
-    doms0, kernel_a, initrd = setup(start_doms0, tmp_path)
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
+    doms0, kernel_a, initrd = setup(start_doms0, engine, tmp_path)
     key, pub = tmp_path / "approval.pem", tmp_path / "approval.pub.pem"
     ok(vtpmctl(doms0, "policy", "keygen", "--out", key, "--pub-out", pub))
     blob, out = tmp_path / "blob.json", tmp_path / "out"
@@ -113,9 +116,9 @@ def test_authorized_secret_follows_signatures_across_a_kernel_update(
             "policy refused")
 
 
-def test_revoking_old_signed_policies_through_vtpmctl(start_doms0: DomS0Factory,
-                                                     tmp_path: Path) -> None:
-    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+def test_revoking_old_signed_policies_through_vtpmctl(
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
+    doms0, kernel, initrd = setup(start_doms0, engine, tmp_path)
     key, pub = tmp_path / "approval.pem", tmp_path / "approval.pub.pem"
     ok(vtpmctl(doms0, "policy", "keygen", "--out", key, "--pub-out", pub))
     refused_locally = vtpmctl(doms0, "policy", "revoke", "dom1", "--below", "2")
@@ -148,9 +151,12 @@ def test_revoking_old_signed_policies_through_vtpmctl(start_doms0: DomS0Factory,
             "policy refused", "the object is revocable")
 
 
-def test_tpm2_unseal_inside_the_domain(start_doms0: DomS0Factory, tmp_path: Path) -> None:
+# tpm2_load and tpm2_unseal of our blob on swtpm: tests/test_sealing.py.
+@only_on("builtin")
+def test_tpm2_unseal_inside_the_domain(
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
     require_tool("tpm2_unseal")
-    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+    doms0, kernel, initrd = setup(start_doms0, engine, tmp_path)
     manifest, blob, files = tmp_path / "m.json", tmp_path / "blob.json", tmp_path / "tpm2"
     ok(vtpmctl(doms0, "predict", "--kernel", kernel, "--initrd", initrd, "--cmdline",
                SAMPLE_CMDLINE, "--manifest-out", manifest))
@@ -181,9 +187,11 @@ def test_tpm2_unseal_inside_the_domain(start_doms0: DomS0Factory, tmp_path: Path
     assert (files / "seal.pem").read_bytes().startswith(b"-----BEGIN TSS2 PRIVATE KEY-----")
 
 
-def test_wrong_auth_value_is_permission_denied(start_doms0: DomS0Factory,
-                                               tmp_path: Path) -> None:
-    doms0, _, _ = setup(start_doms0, tmp_path)
+# Wrong auth values on swtpm: tests/test_sealing.py (refused, then locked out).
+@only_on("builtin")
+def test_wrong_auth_value_is_permission_denied(
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
+    doms0, _, _ = setup(start_doms0, engine, tmp_path)
     blob, out = tmp_path / "blob.json", tmp_path / "out"
     (tmp_path / "auth").write_bytes(b"correct horse")
     (tmp_path / "wrong").write_bytes(b"battery staple")
@@ -211,10 +219,12 @@ def rsa_ek_certificate(folder: Path) -> Path:
     raise AssertionError(f"no RSA EK certificate in {sorted(folder.iterdir())}")
 
 
-def test_offline_import_blob_unseals_only_in_its_vtpm(start_doms0: DomS0Factory,
-                                                       tmp_path: Path) -> None:
-    doms0, kernel, initrd = setup(start_doms0, tmp_path)
-    ok(vtpmctl(doms0, "create", "dom2", "--engine", "swtpm"))
+# TPM2_Import of such blobs on swtpm: tests/test_import_blob.py (both EK kinds).
+@only_on("builtin")
+def test_offline_import_blob_unseals_only_in_its_vtpm(
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
+    doms0, kernel, initrd = setup(start_doms0, engine, tmp_path)
+    ok(vtpmctl(doms0, "create", "dom2", "--engine", engine))
     certs, manifest = tmp_path / "certs", tmp_path / "m.json"
     blob, out = tmp_path / "import.json", tmp_path / "out"
     # The EK certificates are read from the vTPM's NV once it is started: boot it once
@@ -240,10 +250,12 @@ def test_offline_import_blob_unseals_only_in_its_vtpm(start_doms0: DomS0Factory,
             "this blob was made for another vTPM's EK")
 
 
-def test_wrong_auth_values_lock_the_sealed_object_out(start_doms0: DomS0Factory,
-                                                      tmp_path: Path) -> None:
+# Dictionary-attack lockout of a sealed object on swtpm: tests/test_sealing.py.
+@only_on("builtin")
+def test_wrong_auth_values_lock_the_sealed_object_out(
+        start_doms0: DomS0Factory, engine: str, tmp_path: Path) -> None:
     require_tool("tpm2_dictionarylockout")
-    doms0, kernel, initrd = setup(start_doms0, tmp_path)
+    doms0, kernel, initrd = setup(start_doms0, engine, tmp_path)
     ok(build(doms0, "dom1", kernel, initrd))
     # The domain (its owner, with the lockout hierarchy's auth) sets the TPM's own DA
     # parameters: 3 tries, 100 s recovery, 100 s lockout-auth recovery.

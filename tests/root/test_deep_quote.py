@@ -1,6 +1,6 @@
 """Deep quote end to end: a real swtpm as the host TPM, ``doms0 init`` + ``serve
---root-tpm``, a swtpm-engine domain built with ``vtpmctl build``, ``vtpmctl quote
---deep`` and ``vtpmctl verify --host-ak``."""
+--root-tpm``, a domain built with ``vtpmctl build`` into a vTPM of each engine,
+``vtpmctl quote --deep`` and ``vtpmctl verify --host-ak``."""
 
 from __future__ import annotations
 
@@ -12,27 +12,28 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from domS0.demo import write_sample_domain
 from domS0.harness import Doms0Process
-from tests.conftest import DomS0Factory, require_tool
+from tests.conftest import DomS0Factory, only_on, require_tool
 from tests.integration.test_measured_launch import NONCE, build, ok, vtpmctl
 
 from .conftest import Host
 
 
-def _built(doms0: Doms0Process, tmp_path: Path) -> tuple[Path, Path]:
-    """Build dom1 on a swtpm vTPM; returns (manifest, CA certificate)."""
+def _built(doms0: Doms0Process, engine: str, tmp_path: Path) -> tuple[Path, Path]:
+    """Build dom1 on a vTPM of ``engine``; returns (manifest, CA certificate)."""
     kernel, initrd = write_sample_domain(tmp_path / "domain")
     manifest = tmp_path / "m.json"
-    ok(build(doms0, "dom1", kernel, initrd, "--engine", "swtpm", "--manifest-out", manifest))
+    ok(build(doms0, "dom1", kernel, initrd, "--engine", engine, "--manifest-out", manifest))
     ok(vtpmctl(doms0, "certs", "dom1", "--out", tmp_path / "certs"))
     return manifest, tmp_path / "certs" / "ca.pem"
 
 
-def test_deep_quote_binds_the_vtpm_quote_to_the_host(host: Host, tmp_path: Path) -> None:
+def test_deep_quote_binds_the_vtpm_quote_to_the_host(host: Host, engine: str,
+                                                     tmp_path: Path) -> None:
     require_tool("swtpm")
     host.init("--pcrs", "sha256:0,7")
     doms0 = host.serve_process().start()
     try:
-        manifest, ca = _built(doms0, tmp_path)
+        manifest, ca = _built(doms0, engine, tmp_path)
         evidence = tmp_path / "evidence"
         out = ok(vtpmctl(doms0, "quote", "dom1", "--nonce", NONCE, "--deep", "--out",
                          evidence))
@@ -85,11 +86,12 @@ def test_deep_quote_binds_the_vtpm_quote_to_the_host(host: Host, tmp_path: Path)
     assert code != 0 and "does not bind this vTPM quote" in text
 
 
-def test_software_root_refuses_deep_quotes(start_doms0: DomS0Factory, tmp_path: Path
-                                           ) -> None:
-    require_tool("swtpm")
-    doms0 = start_doms0("swtpm")
-    _built(doms0, tmp_path)
+# Refused before any host TPM is asked; the vTPM's quotes are the test above's.
+@only_on("builtin")
+def test_software_root_refuses_deep_quotes(start_doms0: DomS0Factory, engine: str,
+                                           tmp_path: Path) -> None:
+    doms0 = start_doms0(engine)
+    _built(doms0, engine, tmp_path)
     done = vtpmctl(doms0, "quote", "dom1", "--nonce", NONCE, "--deep", "--out",
                    tmp_path / "e")
     assert done.returncode != 0

@@ -123,20 +123,22 @@ def hierarchy_change_auth(tpm: TPM, inv: Invocation, p: ac.HierarchyChangeAuth_I
 def hierarchy_control(tpm: TPM, inv: Invocation, p: ac.HierarchyControl_In) -> Empty:
     """Enable or disable a hierarchy until the next Startup(CLEAR). The platform may
     switch anything; the owner and endorsement may only switch their own hierarchy
-    off, and a disabled one back on only by the platform (TPM_RC_AUTH_TYPE)."""
+    off, and a disabled one back on only by the platform (TPM_RC_AUTH_TYPE). Setting
+    an enabled hierarchy "on" with its own authorization changes nothing and succeeds,
+    as in libtpms (it refuses YES only for a hierarchy that is off)."""
     auth = inv.handles[0]
     state = tpm.reset_data.stclear
     on = bool(p.state)
+    attrs: dict[int, str] = {RH.OWNER: "sh_enable", RH.ENDORSEMENT: "eh_enable",
+                             RH.PLATFORM: "ph_enable", RH.PLATFORM_NV: "ph_enable_nv"}
+    attr = attrs[p.enable]
     if p.enable in (RH.PLATFORM, RH.PLATFORM_NV):
         if auth != RH.PLATFORM:
             raise TpmError(RC.AUTH_TYPE, "only platformAuth switches the platform")
     elif auth not in (RH.PLATFORM, p.enable):
         raise TpmError(RC.AUTH_TYPE, "not this hierarchy's authorization")
-    elif on and auth != RH.PLATFORM:
+    elif on and auth != RH.PLATFORM and not getattr(state, attr):
         raise TpmError(RC.AUTH_TYPE, "only platformAuth re-enables a hierarchy")
-    attrs: dict[int, str] = {RH.OWNER: "sh_enable", RH.ENDORSEMENT: "eh_enable",
-                             RH.PLATFORM: "ph_enable", RH.PLATFORM_NV: "ph_enable_nv"}
-    attr = attrs[p.enable]
     if getattr(state, attr) != on:
         setattr(state, attr, on)
         if not on and p.enable != RH.PLATFORM_NV:

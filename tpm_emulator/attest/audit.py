@@ -35,8 +35,12 @@ if TYPE_CHECKING:
 
 ALWAYS_AUDITED = CC.SetCommandCodeAuditStatus
 NEVER_AUDITED = CC.Shutdown
-# The reference starts auditing with its context integrity hash; ours is SHA-256.
-DEFAULT_AUDIT_HASH = TPM_ALG.SHA256
+# The reference starts auditing with its context integrity hash (TPM_Manufacture), as
+# libtpms does: SHA-512.
+DEFAULT_AUDIT_HASH = CONTEXT_HASH.alg
+# The epoch fingerprint stays SHA-256 whatever the context hash: it is stored in
+# snapshots, and one written before SHA-512 must still match its own nullProof.
+_EPOCH_HASH = HASHES[TPM_ALG.SHA256]
 _U32 = struct.Struct(">I")
 
 
@@ -78,7 +82,7 @@ class CommandAudit:
 
 
 def _fingerprint(null_proof: bytes) -> bytes:
-    return CONTEXT_HASH.digest(b"command audit epoch\x00", null_proof)[:8]
+    return _EPOCH_HASH.digest(b"command audit epoch\x00", null_proof)[:8]
 
 
 def before_command(tpm: TPM, cc: int, handles: list[int], params: bytes) -> None:

@@ -22,6 +22,7 @@ from ..structures import (
     TPMS_CLOCK_INFO,
     TPMS_TIME_INFO,
     Selected,
+    TicketTag,
 )
 
 # TPM_ST_ATTEST_NV_DIGEST (Part 2, 6.9, added in 1.59): NV_Certify of a whole index.
@@ -132,7 +133,7 @@ class TPMT_TK_CREATION_IN:
     """TPMT_TK_CREATION as a command parameter (Part 2, 10.7.3): the tag must be
     TPM_ST_CREATION (else TPM_RC_TAG) and the hierarchy a TPMI_RH_HIERARCHY+."""
 
-    tag: Annotated[int, Int("H", (ST.CREATION,), RC.TAG)]
+    tag: Annotated[int, TicketTag(ST.CREATION)]
     hierarchy: TPMI_RH_HIERARCHY_NULL
     digest: TPM2B_DIGEST
 

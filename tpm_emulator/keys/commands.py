@@ -37,8 +37,9 @@ from ..structures import (
     TPMI_YES_NO,
     TPML_DIGEST_VALUES,
     TPMT_TK_HASHCHECK,
+    TicketTag,
 )
-from .signing import TPM2B_PUBLIC_KEY_RSA, TPMT_SIG_SCHEME, TPMT_SIGNATURE
+from .signing import TPM2B_PUBLIC_KEY_RSA, TPMT_SIG_SCHEME, TPMT_SIGNATURE, TPMT_SIGNATURE_IN
 
 NULL = TPM_ALG.NULL
 _U16 = struct.Struct(">H")
@@ -94,7 +95,7 @@ class TPMT_TK_HASHCHECK_IN:
     """TPMT_TK_HASHCHECK as a command parameter (Part 2, 10.7.6): the tag must be
     TPM_ST_HASHCHECK (else TPM_RC_TAG) and the hierarchy a TPMI_RH_HIERARCHY+."""
 
-    tag: Annotated[int, Int("H", (ST.HASHCHECK,), RC.TAG)]
+    tag: Annotated[int, TicketTag(ST.HASHCHECK)]
     hierarchy: TPMI_RH_HIERARCHY_NULL
     digest: TPM2B_DIGEST
 
@@ -263,7 +264,7 @@ class Sign_Out:
 @dataclass(frozen=True)
 class VerifySignature_In:
     digest: TPM2B_DIGEST
-    signature: TPMT_SIGNATURE
+    signature: TPMT_SIGNATURE_IN
 
 
 @dataclass(frozen=True)

@@ -18,41 +18,17 @@ from __future__ import annotations
 
 import struct
 
-try:
-    from cryptography.hazmat.decrepit.ciphers.modes import CFB
-except ImportError:  # pragma: no cover - older cryptography
-    from cryptography.hazmat.primitives.ciphers.modes import CFB
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
 from ..constants import RC
-from ..crypto import equal, kdfa
 from ..errors import TpmError
+from ..objects.protect import outer_unwrap, outer_wrap, tpm2b
 from ..objects.public import TPMT_PUBLIC
 
 _U16 = struct.Struct(">H")
-# The TPM2B_DIGEST bound libtpms unmarshals the integrityHMAC with (SHA-512's size).
-MAX_TPM2B_DIGEST = 64
-
-
-def _keys(protector: TPMT_PUBLIC, seed: bytes, name: bytes) -> tuple[bytes, bytes]:
-    h = protector.name_hash
-    sym_key = kdfa(h, seed, b"STORAGE", name, b"", protector.symmetric.keyBits)
-    hmac_key = kdfa(h, seed, b"INTEGRITY", b"", b"", h.size * 8)
-    return sym_key, hmac_key
-
-
-def _cfb(key: bytes, data: bytes, encrypt: bool) -> bytes:
-    c = Cipher(algorithms.AES(key), CFB(bytes(16)))
-    op = c.encryptor() if encrypt else c.decryptor()
-    return op.update(data) + op.finalize()
 
 
 def wrap(protector: TPMT_PUBLIC, seed: bytes, name: bytes, credential: bytes) -> bytes:
     """The TPMS_ID_OBJECT octets (the body of a TPM2B_ID_OBJECT)."""
-    sym_key, hmac_key = _keys(protector, seed, name)
-    enc = _cfb(sym_key, _U16.pack(len(credential)) + credential, True)
-    mac = protector.name_hash.hmac(hmac_key, enc, name)
-    return _U16.pack(len(mac)) + mac + enc
+    return outer_wrap(protector, seed, name, tpm2b(credential))
 
 
 def unwrap(protector: TPMT_PUBLIC, seed: bytes, name: bytes, blob: bytes) -> bytes:
@@ -61,18 +37,7 @@ def unwrap(protector: TPMT_PUBLIC, seed: bytes, name: bytes, blob: bytes) -> byt
     (the wrong key, the wrong Name, or tampering), TPM_RC_SIZE if the decrypted
     credential is not a well-formed TPM2B_DIGEST."""
     h = protector.name_hash
-    if len(blob) < 2:
-        raise TpmError(RC.INSUFFICIENT, "credential blob too short")
-    (n,) = _U16.unpack_from(blob)
-    if n > MAX_TPM2B_DIGEST:
-        raise TpmError(RC.SIZE, "integrityHMAC larger than any digest")
-    if len(blob) < 2 + n:
-        raise TpmError(RC.INSUFFICIENT, "credential blob too short")
-    mac, enc = blob[2 : 2 + n], blob[2 + n :]
-    sym_key, hmac_key = _keys(protector, seed, name)
-    if not equal(mac, h.hmac(hmac_key, enc, name)):
-        raise TpmError(RC.INTEGRITY, "credential integrity")
-    plain = _cfb(sym_key, enc, False)
+    plain = outer_unwrap(protector, seed, name, blob)
     if len(plain) < 2:
         raise TpmError(RC.INSUFFICIENT, "no credential")
     (size,) = _U16.unpack_from(plain)

@@ -1,5 +1,6 @@
-"""Running digests whose state can be written out: SHA-1 (FIPS 180-4, 6.1), SHA-256 (6.2)
-and SHA-384 (6.5, on the SHA-512 compression), and HMAC on top (RFC 2104).
+"""Running digests whose state can be written out: SHA-1 (FIPS 180-4, 6.1), SHA-256 (6.2),
+SHA-512 (6.4) and SHA-384 (6.5: the SHA-512 compression with its own initial value and
+a truncated output), and HMAC on top (RFC 2104).
 
 A TPM can save a sequence object's context, and our snapshots carry loaded objects, so a
 half-finished hash must be storable. ``hashlib`` objects cannot be serialised; these can:
@@ -48,7 +49,8 @@ _M32, _M64 = (1 << 32) - 1, (1 << 64) - 1
 _K256 = tuple(_icbrt(p << 96) & _M32 for p in _P[:64])
 _K512 = tuple(_icbrt(p << 192) & _M64 for p in _P)
 _H256 = tuple(isqrt(p << 64) & _M32 for p in _P[:8])
-_H384 = tuple(isqrt(p << 128) & _M64 for p in _P[8:16])
+_H384 = tuple(isqrt(p << 128) & _M64 for p in _P[8:16])  # FIPS 180-4, 5.3.4: primes 9-16
+_H512 = tuple(isqrt(p << 128) & _M64 for p in _P[:8])  # 5.3.5: the first eight primes
 _H1 = (0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0)
 
 
@@ -137,6 +139,7 @@ _ALGORITHMS: dict[int, _Algorithm] = {
     TPM_ALG.SHA1: _Algorithm(64, _H1, "I", 8),
     TPM_ALG.SHA256: _Algorithm(64, _H256, "I", 8),
     TPM_ALG.SHA384: _Algorithm(128, _H384, "Q", 16),
+    TPM_ALG.SHA512: _Algorithm(128, _H512, "Q", 16),
 }
 assert set(_ALGORITHMS) == set(HASHES), "every implemented hash needs a digest state"
 

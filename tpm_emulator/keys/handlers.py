@@ -53,6 +53,7 @@ A = TPMA_OBJECT
 NULL = TPM_ALG.NULL
 _HASH_CLASSES: dict[int, type[hashes.HashAlgorithm]] = {
     TPM_ALG.SHA1: hashes.SHA1, TPM_ALG.SHA256: hashes.SHA256, TPM_ALG.SHA384: hashes.SHA384,
+    TPM_ALG.SHA512: hashes.SHA512,
 }
 
 

@@ -103,6 +103,13 @@ def hash_sequence(hash_alg: int, auth: bytes) -> SequenceObject:
     return seq
 
 
+# The banks an event sequence hashed with before SHA-512 was implemented. Such a
+# sequence, carried in an older snapshot or saved context, still completes: it extends
+# and reports the banks it has, and leaves the SHA-512 bank alone (as if the bank had
+# been allocated after the sequence started).
+_EVENT_BANKS_BEFORE_SHA512 = frozenset({TPM_ALG.SHA1, TPM_ALG.SHA256, TPM_ALG.SHA384})
+
+
 def event_sequence(auth: bytes) -> SequenceObject:
     """An event sequence hashes with every implemented algorithm (one per PCR bank)."""
     seq = _new(Kind.EVENT, auth)
@@ -157,7 +164,10 @@ def sequence_from_record(public: TPMT_PUBLIC, sensitive: TPMT_SENSITIVE | None) 
         else:
             states = [DigestState.from_bytes(part) for part in parts]
             seq.hashes = {state.alg: state for state in states}
-            if seq.kind is Kind.EVENT and set(seq.hashes) != set(HASHES):
+            if len(seq.hashes) != len(states):
+                raise ValueError("a bank appears twice in the sequence state")
+            if seq.kind is Kind.EVENT and set(seq.hashes) not in (
+                    set(HASHES), _EVENT_BANKS_BEFORE_SHA512):
                 raise ValueError("an event sequence needs every bank")
             if seq.kind is Kind.HASH and len(states) != 1:
                 raise ValueError("a hash sequence has one digest")

@@ -11,7 +11,6 @@ unmarshalling, with TPM_RC_SCHEME.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -20,8 +19,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from ..codec import Int, Sized
-from ..constants import RC, ST, TPM_ALG
-from ..crypto import HASHES, equal
+from ..constants import RC, TPM_ALG
+from ..crypto import HASHES, equal, hashcheck_hmac
 from ..errors import TpmError, with_parameter
 from ..objects.keys import private_key, public_key
 from ..objects.public import (
@@ -55,8 +54,6 @@ SPLIT_SCHEMES = (TPM_ALG.ECDAA,)
 TPMI_ALG_SIG_SCHEME = Annotated[int, Int("H", (*SIG_SCHEMES, NULL), RC.SCHEME)]
 TPM2B_PUBLIC_KEY_RSA = Annotated[bytes, Sized(MAX_RSA_KEY_BYTES)]
 TPM2B_ECC_PARAMETER = Annotated[bytes, Sized(MAX_ECC_KEY_BYTES)]
-
-_U16 = struct.Struct(">H")
 
 
 @dataclass(frozen=True)
@@ -139,6 +136,21 @@ class TPMT_SIGNATURE:
 NULL_SIGNATURE = TPMT_SIGNATURE(NULL)
 
 
+@dataclass(frozen=True)
+class TPMT_SIGNATURE_IN(TPMT_SIGNATURE):
+    """A signature a command takes in (TPM2_VerifySignature, TPM2_PolicySigned): there
+    TPM_ALG_NULL is no signature at all, TPM_RC_SCHEME when it is unmarshalled, as in
+    the reference (TPMT_SIGNATURE_Unmarshal with allowNull NO)."""
+
+    sigAlg: Annotated[int, Int("H", SIG_SCHEMES, RC.SCHEME)]
+    signature: Annotated[Any, Selected("sigAlg", {
+        TPM_ALG.RSASSA: TPMS_SIGNATURE_RSA,
+        TPM_ALG.RSAPSS: TPMS_SIGNATURE_RSA,
+        TPM_ALG.ECDSA: TPMS_SIGNATURE_ECC,
+        TPM_ALG.HMAC: TPMT_HA,
+    })] = TPMS_EMPTY()
+
+
 # ---- which key may sign, with which scheme -------------------------------------------
 def is_signing_key(obj: LoadedObject | None) -> bool:
     """Whether an object may sign at all (the reference's IsSigningObject): TPM_RH_NULL
@@ -210,7 +222,8 @@ def sign(obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME, digest: bytes) -> TP
     if len(digest) != HASHES[h].size:
         raise TpmError(RC.VALUE, "digest is not the size of the scheme's hash")
     try:
-        sig = key.sign(digest, _rsa_padding(alg, h), utils.Prehashed(_HASH_CLASSES[h]()))
+        sig = key.sign(digest, _rsa_padding(alg, h, key_bits=key.key_size),
+                       utils.Prehashed(_HASH_CLASSES[h]()))
     except ValueError:  # the padded digest does not fit the modulus
         raise TpmError(RC.VALUE, "digest too large for the key") from None
     return TPMT_SIGNATURE(alg, TPMS_SIGNATURE_RSA(h, sig))
@@ -259,9 +272,9 @@ def verify(pub: TPMT_PUBLIC, digest: bytes, signature: TPMT_SIGNATURE,
 
 # ---- TPM2_Sign's digest rule for restricted keys (Part 3, 20.2.1) ----------------------
 def hashcheck_digest(proof: bytes, hash_alg: int, digest: bytes) -> bytes:
-    """The HMAC of a TPMT_TK_HASHCHECK (Part 2, 10.7.6; Part 3, 15.4):
-    HMAC_proof(TPM_ST_HASHCHECK || digest), with the scheme's hash."""
-    return HASHES[hash_alg].hmac(proof, _U16.pack(ST.HASHCHECK), digest)
+    """The HMAC of a TPMT_TK_HASHCHECK (Part 2, 10.7.6; Part 3, 15.4): see
+    ``crypto.hashcheck_hmac``."""
+    return hashcheck_hmac(proof, hash_alg, digest)
 
 
 def check_sign_digest(obj: LoadedObject, scheme: TPMT_SIG_SCHEME, digest: bytes,
@@ -287,6 +300,7 @@ _HASH_CLASSES: dict[int, type[hashes.HashAlgorithm]] = {
     TPM_ALG.SHA1: hashes.SHA1,
     TPM_ALG.SHA256: hashes.SHA256,
     TPM_ALG.SHA384: hashes.SHA384,
+    TPM_ALG.SHA512: hashes.SHA512,
 }
 # ECDSA takes the leftmost bits of the digest, up to the order's length (SEC 1, 4.1.3):
 # a digest is cut or zero-extended on the left to this many octets, then handed over
@@ -303,12 +317,22 @@ def _ecdsa_input(curve: int, digest: bytes) -> tuple[bytes, utils.Prehashed]:
     return e, utils.Prehashed(cls())
 
 
-def _rsa_padding(alg: int, h: int, verifying: bool = False) -> padding.AsymmetricPadding:
+def _rsa_padding(alg: int, h: int, verifying: bool = False,
+                 key_bits: int = 0) -> padding.AsymmetricPadding:
     """PKCS#1 v1.5, or PSS with MGF1 of the scheme hash and a salt as long as the digest
-    (Part 1, B.7); a verifier accepts any salt length, as libtpms does."""
+    (Part 1, B.7); a verifier accepts any salt length, as libtpms does. When the digest
+    leaves less room than that in the encoded message (SHA-512 with RSA-1024: 128 octets
+    hold 64 of digest and 2 of framing), the salt is the largest that fits, as in the
+    reference's PssEncode."""
     if alg == TPM_ALG.RSASSA:
         return padding.PKCS1v15()
-    salt = padding.PSS.AUTO if verifying else padding.PSS.DIGEST_LENGTH
+    room = (key_bits - 1 + 7) // 8 - HASHES[h].size - 2  # emLen - hLen - 2 (RFC 8017, 9.1.1)
+    if verifying:
+        salt: Any = padding.PSS.AUTO
+    elif room < HASHES[h].size:
+        salt = padding.PSS.MAX_LENGTH
+    else:
+        salt = padding.PSS.DIGEST_LENGTH
     return padding.PSS(mgf=padding.MGF1(_HASH_CLASSES[h]()), salt_length=salt)
 
 

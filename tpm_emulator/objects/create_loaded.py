@@ -54,20 +54,6 @@ def _parent(tpm: TPM, handle: int) -> LoadedObject | None:
     return parent
 
 
-def _like_its_parent(parent: TPMT_PUBLIC, pub: TPMT_PUBLIC) -> None:
-    """The last rule of the reference's SchemeChecks: a storage key that cannot leave
-    its parent (fixedParent) uses the parent's nameAlg and symmetric definition, so
-    it protects its children no worse. A derivation parent has no
-    symmetric definition, so no such key is derived from it. Bare codes."""
-    if pub.type == TPM_ALG.KEYEDHASH or not (
-            pub.has(A.restricted) and pub.has(A.decrypt) and pub.has(A.fixedParent)):
-        return
-    if pub.nameAlg != parent.nameAlg:
-        raise TpmError(RC.HASH, "nameAlg differs from the parent's")
-    if is_derivation_parent(parent) or pub.symmetric != parent.symmetric:
-        raise TpmError(RC.SYMMETRIC, "symmetric definition differs from the parent's")
-
-
 def _template(data: bytes, derivation: bool) -> tuple[TPMT_PUBLIC, TPMS_DERIVE | None]:
     try:
         if derivation:
@@ -90,8 +76,7 @@ def _derived_rng(parent: LoadedObject, pub: TPMT_PUBLIC, create: TPMS_SENSITIVE_
         if not pub.has(A.fixedParent) or (
                 pub.has(A.fixedTPM) != parent.public.has(A.fixedTPM)):
             raise TpmError(RC.ATTRIBUTES, "derived objects are fixedParent")
-        public_attributes_validation(parent.public, pub)
-        _like_its_parent(parent.public, pub)
+        public_attributes_validation(parent.public, pub)  # with checks.like_its_parent
     except TpmError as e:
         raise TpmError(with_parameter(e.rc, 2), str(e)) from None
     assert parent.sensitive is not None
@@ -120,8 +105,6 @@ def create_loaded(tpm: TPM, inv: Invocation, p: dc.CreateLoaded_In) -> dc.Create
         try:
             create_checks(None if parent is None else parent.public, pub,
                           len(p.inSensitive.data))
-            if parent is not None:
-                _like_its_parent(parent.public, pub)
         except TpmError as e:
             raise TpmError(with_parameter(e.rc, 2), str(e)) from None
         rng = random_rng() if parent is not None else primary_rng(

@@ -12,6 +12,7 @@ DRBG seed (which already binds hierarchy seed, template and sensitive data).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from collections.abc import Callable
@@ -61,6 +62,11 @@ class Rng:
     def __init__(self, source: Callable[[int], bytes]) -> None:
         self.generate = source
         self.seed_id: bytes | None = None  # set for a DRBG: keys the RSA cache
+        # A DRBG's read position and a way back to one, so that a cached RSA result
+        # leaves the stream where the prime search would have (what follows the primes,
+        # a storage key's seedValue, must come out the same either way).
+        self.position: Callable[[], int] = lambda: 0
+        self.seek: Callable[[int], None] = lambda position: None
 
 
 def random_rng() -> Rng:
@@ -73,26 +79,37 @@ def primary_rng(seed: bytes, pub: TPMT_PUBLIC, data: bytes) -> Rng:
     h = pub.name_hash
     template = h.digest(marshal(pub))
     key = kdfa(h, seed, PRIMARY_LABEL, template, data, 256)
-    counter = 0
-    pending = bytearray()
+    block_size = _SHA256.size
+    at = 0  # octets of the stream handed out so far
+    block_index, block = -1, b""
 
     def generate(n: int) -> bytes:
-        nonlocal counter
-        while len(pending) < n:
-            counter += 1
-            pending.extend(_SHA256.hmac(key, struct.pack(">I", counter)))
-        out = bytes(pending[:n])
-        del pending[:n]
-        return out
+        # The stream is HMAC(key, 1) || HMAC(key, 2) || ...; ``at`` indexes into it.
+        nonlocal at, block_index, block
+        out = bytearray()
+        while len(out) < n:
+            index, offset = divmod(at, block_size)
+            if index != block_index:
+                block_index, block = index, _SHA256.hmac(key, struct.pack(">I", index + 1))
+            chunk = block[offset : offset + n - len(out)]
+            out += chunk
+            at += len(chunk)
+        return bytes(out)
+
+    def seek(position: int) -> None:
+        nonlocal at
+        at = position
 
     rng = Rng(generate)
     rng.seed_id = _SHA256.digest(key)
+    rng.position = lambda: at
+    rng.seek = seek
     return rng
 
 
 # ---- RSA ---------------------------------------------------------------------------
 _SMALL_PRIMES = [p for p in range(3, 2000) if all(p % q for q in range(2, int(p**0.5) + 1))]
-_RSA_CACHE: dict[tuple[bytes, int, int], tuple[int, int]] = {}
+_RSA_CACHE: dict[tuple[bytes, int, int], tuple[int, int, int]] = {}  # p, q, DRBG position
 
 
 def _probably_prime(n: int, rng: Rng) -> bool:
@@ -136,8 +153,9 @@ def rsa_primes(bits: int, e: int, rng: Rng) -> tuple[int, int]:
             p, q = _prime(bits // 2, e, rng), _prime(bits // 2, e, rng)
             if p != q and (p * q).bit_length() == bits:
                 break
-        hit = _RSA_CACHE[cache_key] = (max(p, q), min(p, q))
-    return hit
+        hit = _RSA_CACHE[cache_key] = (max(p, q), min(p, q), rng.position())
+    rng.seek(hit[2])
+    return hit[0], hit[1]
 
 
 # ---- ECC ---------------------------------------------------------------------------
@@ -165,6 +183,19 @@ def _obfuscated(h: HashAlg, seed: bytes, secret: bytes) -> UniqueBytes:
     return UniqueBytes(h.digest(seed, secret))
 
 
+def _keyed_hash_key_size(pub: TPMT_PUBLIC, data_size: int) -> int:
+    """A keyedHash key is as long as a digest of its scheme's hash (HMAC or XOR; the
+    nameAlg for scheme NULL); a caller's HMAC or XOR key may be no longer than that
+    hash's block (longer keys are hashed down by HMAC and gain nothing), else the bare
+    TPM_RC_SIZE libtpms returns (reference CryptGenerateKeyedHash)."""
+    scheme = pub.parameters.scheme
+    h = HASHES[scheme.hashAlg] if scheme.scheme != TPM_ALG.NULL else pub.name_hash
+    keyed = pub.has(TPMA_OBJECT.sign) or pub.has(TPMA_OBJECT.decrypt)
+    if data_size and keyed and data_size > hashlib.new(h.name).block_size:
+        raise TpmError(RC.SIZE, "keyedHash key longer than its hash's block")
+    return h.size
+
+
 def generate(pub: TPMT_PUBLIC, create: TPMS_SENSITIVE_CREATE, rng: Rng) -> NewObject:
     """Fill in unique and the sensitive area of an object built from ``pub``."""
     h = pub.name_hash
@@ -190,7 +221,7 @@ def generate(pub: TPMT_PUBLIC, create: TPMS_SENSITIVE_CREATE, rng: Rng) -> NewOb
             if create.data and len(create.data) != size:
                 raise TpmError(RC.KEY_SIZE, "symmetric key of the wrong size")
         else:
-            size = h.size
+            size = _keyed_hash_key_size(pub, len(create.data))
         secret = create.data or rng.generate(size)
         seed = rng.generate(h.size)
         unique = _obfuscated(h, seed, secret)
@@ -210,5 +241,11 @@ def consistent(pub: TPMT_PUBLIC, sens: TPMT_SENSITIVE) -> bool:
         return 1 < prime < n and n % prime == 0
     if isinstance(p, TPMS_ECC_PARMS):
         d = int.from_bytes(sens.sensitive, "big")
-        return 0 < d < CURVE_ORDER[p.curveID] and ecc_point(p.curveID, d) == pub.unique
+        if not 0 < d < CURVE_ORDER[p.curveID]:
+            return False
+        # Compared as numbers: a caller's point may carry fewer octets (a leading zero
+        # dropped), which the reference accepts (it adjusts the sizes before comparing).
+        q = ecc_point(p.curveID, d)
+        return all(int.from_bytes(a, "big") == int.from_bytes(b, "big")
+                   for a, b in ((q.x, pub.unique.x), (q.y, pub.unique.y)))
     return bool(pub.unique.buffer == pub.name_hash.digest(sens.seedValue, sens.sensitive))

@@ -24,44 +24,14 @@ from __future__ import annotations
 
 import struct
 
-try:
-    from cryptography.hazmat.decrepit.ciphers.modes import CFB
-except ImportError:  # pragma: no cover - older cryptography
-    from cryptography.hazmat.primitives.ciphers.modes import CFB
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
 from ..codec import Reader, marshal, unmarshal_from
 from ..constants import RC
-from ..crypto import HashAlg, equal, kdfa
+from ..crypto import HashAlg, equal
 from ..errors import TpmError
+from .protect import cfb, outer_unwrap, outer_wrap, take_digest, tpm2b
 from .public import TPMT_PUBLIC, TPMT_SENSITIVE
 
 _U16 = struct.Struct(">H")
-# sizeof(TPMU_HA) in libtpms (SHA-512): a TPM2B_DIGEST larger than this does not
-# unmarshal (TPM_RC_SIZE); smaller but wrong sizes fail the comparison instead.
-_MAX_DIGEST_OCTETS = 64
-
-
-def _cfb(key: bytes, data: bytes, encrypt: bool) -> bytes:
-    c = Cipher(algorithms.AES(key), CFB(bytes(16)))
-    op = c.encryptor() if encrypt else c.decryptor()
-    return op.update(data) + op.finalize()
-
-
-def _tpm2b(data: bytes) -> bytes:
-    return _U16.pack(len(data)) + data
-
-
-def _take_digest(blob: bytes) -> tuple[bytes, bytes]:
-    """Split a leading TPM2B_DIGEST off ``blob`` as the reference unmarshals it."""
-    if len(blob) < 2:
-        raise TpmError(RC.INSUFFICIENT, "no integrity size")
-    (n,) = _U16.unpack_from(blob)
-    if n > _MAX_DIGEST_OCTETS:
-        raise TpmError(RC.SIZE, "integrity larger than any digest")
-    if len(blob) < 2 + n:
-        raise TpmError(RC.INSUFFICIENT, "integrity runs past the blob")
-    return blob[2 : 2 + n], blob[2 + n :]
 
 
 # ---- the sensitive area as it travels ------------------------------------------------
@@ -70,7 +40,7 @@ def sensitive_bytes(sens: TPMT_SENSITIVE, name_hash: HashAlg) -> bytes:
     marshals every sensitive area it sends out (trailing zeros do not change an
     authValue, Part 1, 19.6.4)."""
     auth = sens.authValue.ljust(name_hash.size, b"\x00")
-    return _tpm2b(marshal(TPMT_SENSITIVE(sens.sensitiveType, auth, sens.seedValue,
+    return tpm2b(marshal(TPMT_SENSITIVE(sens.sensitiveType, auth, sens.seedValue,
                                          sens.sensitive)))
 
 
@@ -93,36 +63,14 @@ def parse_sensitive(data: bytes) -> TPMT_SENSITIVE:
 # ---- inner wrapper (Part 1, 23.3: the inner duplication wrapper) -------------------------
 def inner_wrap(name_hash: HashAlg, name: bytes, key: bytes, plain: bytes) -> bytes:
     integrity = name_hash.digest(plain, name)
-    return _cfb(key, _tpm2b(integrity) + plain, True)
+    return cfb(key, tpm2b(integrity) + plain, True)
 
 
 def inner_unwrap(name_hash: HashAlg, name: bytes, key: bytes, blob: bytes) -> bytes:
-    integrity, plain = _take_digest(_cfb(key, blob, False))
+    integrity, plain = take_digest(cfb(key, blob, False))
     if not equal(integrity, name_hash.digest(plain, name)):
         raise TpmError(RC.INTEGRITY, "inner integrity")
     return plain
-
-
-# ---- outer wrapper (Part 1, 23.3: protected storage, with an external seed) --------------
-def _outer_keys(parent: TPMT_PUBLIC, seed: bytes, name: bytes) -> tuple[bytes, bytes]:
-    h = parent.name_hash
-    sym_key = kdfa(h, seed, b"STORAGE", name, b"", parent.symmetric.keyBits)
-    hmac_key = kdfa(h, seed, b"INTEGRITY", b"", b"", h.size * 8)
-    return sym_key, hmac_key
-
-
-def outer_wrap(parent: TPMT_PUBLIC, seed: bytes, name: bytes, data: bytes) -> bytes:
-    sym_key, hmac_key = _outer_keys(parent, seed, name)
-    enc = _cfb(sym_key, data, True)
-    return _tpm2b(parent.name_hash.hmac(hmac_key, enc, name)) + enc
-
-
-def outer_unwrap(parent: TPMT_PUBLIC, seed: bytes, name: bytes, blob: bytes) -> bytes:
-    integrity, enc = _take_digest(blob)
-    sym_key, hmac_key = _outer_keys(parent, seed, name)
-    if not equal(integrity, parent.name_hash.hmac(hmac_key, enc, name)):
-        raise TpmError(RC.INTEGRITY, "outer integrity")
-    return _cfb(sym_key, enc, False)
 
 
 # ---- the whole duplicate -------------------------------------------------------------

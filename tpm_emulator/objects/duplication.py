@@ -19,8 +19,8 @@ from . import store
 from .checks import public_attributes_validation
 from .derive import consistent
 from .derived import is_parent
-from .duplicate import from_duplicate, outer_unwrap, outer_wrap, to_duplicate
-from .protect import protect
+from .duplicate import from_duplicate, to_duplicate
+from .protect import outer_unwrap, outer_wrap, protect
 from .public import TPMA_OBJECT, TPMT_PUBLIC, SymDef
 from .secret import DUPLICATE, decrypt_secret, make_secret
 from .store import LoadedObject

@@ -25,8 +25,11 @@ from .public import (
 # TPMT_SYM_DEF_OBJECT+: AES or TPM_ALG_NULL (Part 2, 11.1.7).
 TPMT_SYM_DEF_OBJECT = Annotated[SymDef, SymDefObject()]
 # TPM2B_TEMPLATE (Part 2): a TPMT_PUBLIC, or for a derivation parent a
-# TPMT_PUBLIC whose unique field is a TPMS_DERIVE; parsed by the command body.
-TPM2B_TEMPLATE = Annotated[bytes, Sized(1024)]
+# TPMT_PUBLIC whose unique field is a TPMS_DERIVE; parsed by the command body. Its size
+# is bounded by sizeof(TPMT_PUBLIC) as the reference compiles it: 484 octets in libtpms
+# (RSA up to 3072 bits); beyond that TPM_RC_SIZE, before the content is looked at.
+TEMPLATE_MAX = 484
+TPM2B_TEMPLATE = Annotated[bytes, Sized(TEMPLATE_MAX)]
 
 
 def TPMI_DH_OBJECT_NULL(h: int) -> bool:

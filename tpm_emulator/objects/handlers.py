@@ -6,7 +6,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from ..admin.hierarchy import enabled
 from ..codec import marshal
+from ..commands import MAX_LOADED_OBJECTS
 from ..constants import CC, HT, RC, RH, TPM_ALG
 from ..crypto import open_context, seal_context, split_context
 from ..errors import TpmError, with_handle, with_parameter
@@ -14,8 +16,14 @@ from ..handlers import Invocation, handles
 from ..structures import TPML_PCR_SELECTION, TPMS_CONTEXT, TPMS_PCR_SELECTION
 from . import commands as oc
 from . import store
-from .checks import create_checks, public_attributes_validation
+from .checks import (
+    create_checks,
+    external_key_checks,
+    public_attributes_validation,
+    scheme_checks,
+)
 from .derive import consistent, generate, primary_rng, random_rng
+from .derived import is_parent
 from .protect import protect, unprotect
 from .public import (
     TPMA_OBJECT,
@@ -77,8 +85,12 @@ def _creation(tpm: TPM, inv: Invocation, pub: TPMT_PUBLIC, name: bytes, hierarch
 
 
 def _storage_parent(tpm: TPM, handle: int) -> LoadedObject:
+    """The reference's isParent: a restricted decryption key with its sensitive area,
+    a SYMCIPHER key included. Protection under any of them is the same construction
+    (Part 1, 23.3): the parent's seedValue and symmetric definition, which the
+    reference reads from the same place for a symmetric key (protect.py)."""
     parent = store.get(tpm, handle)
-    if not parent.public.is_storage_parent or parent.sensitive is None:
+    if not is_parent(parent.public) or parent.sensitive is None:
         raise TpmError(with_handle(RC.TYPE, 1), "not a storage parent")
     return parent
 
@@ -151,18 +163,33 @@ def load(tpm: TPM, inv: Invocation, p: oc.Load_In) -> oc.Load_Out:
 @handles(CC.LoadExternal)
 def load_external(tpm: TPM, inv: Invocation, p: oc.LoadExternal_In) -> oc.Load_Out:
     pub = p.inPublic
+    if len(tpm.reset_data.objects) >= MAX_LOADED_OBJECTS:  # the reference looks first
+        raise TpmError(RC.OBJECT_MEMORY)
+    if not enabled(tpm.reset_data.stclear, p.hierarchy):
+        raise TpmError(with_parameter(RC.HIERARCHY, 3), "the hierarchy is disabled")
     if p.inPrivate is not None:
         if p.hierarchy != RH.NULL:
             raise TpmError(with_parameter(RC.HIERARCHY, 3), "a sensitive area loads in NULL")
-        if pub.has(A.fixedTPM) or pub.has(A.fixedParent):
+        # Nothing loaded from outside may pass for a key this TPM made or protects
+        # (fixedTPM/fixedParent) or sign/decrypt as a restricted key would.
+        if pub.has(A.fixedTPM) or pub.has(A.fixedParent) or pub.has(A.restricted):
             raise TpmError(with_parameter(RC.ATTRIBUTES, 2), "external fixed object")
     if pub.nameAlg == TPM_ALG.NULL:
         raise TpmError(with_parameter(RC.HASH, 2))
+    try:  # ObjectLoad: full checks with a sensitive area, scheme checks without
+        if p.inPrivate is None:
+            scheme_checks(None, pub)
+        else:
+            public_attributes_validation(None, pub)
+        external_key_checks(pub, public_only=p.inPrivate is None)
+    except TpmError as e:
+        raise TpmError(with_parameter(e.rc, 2), str(e)) from None
     if p.inPrivate is not None and not consistent(pub, p.inPrivate):
         raise TpmError(RC.BINDING, "public and sensitive areas do not match")
     name = pub.name()
-    obj = LoadedObject(pub, p.inPrivate, p.hierarchy,
-                       qualified_name(pub, hierarchy_qn(p.hierarchy), name), name)
+    # An external object's qualified Name is its Name (reference ObjectSetLoadedAttributes):
+    # the TPM vouches for no parent chain, whichever hierarchy it is loaded in.
+    obj = LoadedObject(pub, p.inPrivate, p.hierarchy, name, name)
     return oc.Load_Out(store.load(tpm, obj), name)
 
 
@@ -195,7 +222,7 @@ def object_change_auth(tpm: TPM, inv: Invocation,
                        p: oc.ObjectChangeAuth_In) -> oc.ObjectChangeAuth_Out:
     obj = store.get(tpm, inv.handles[0])
     parent = store.get(tpm, inv.handles[1])
-    if (not parent.public.is_storage_parent or obj.sensitive is None
+    if (not is_parent(parent.public) or obj.sensitive is None
             or qualified_name(obj.public, parent.qualified_name, obj.name) != obj.qualified_name):
         raise TpmError(with_handle(RC.TYPE, 2), "not the object's parent")
     size = obj.public.name_hash.size
@@ -217,6 +244,8 @@ def evict_control(tpm: TPM, inv: Invocation, p: oc.EvictControl_In) -> oc._Empty
     persistent = p.persistentHandle
     if obj.hierarchy == RH.NULL:
         raise TpmError(with_handle(RC.ATTRIBUTES, 2), "a NULL-hierarchy object")
+    if obj.sensitive is None:  # reference: publicOnly objects are never persistent
+        raise TpmError(with_handle(RC.ATTRIBUTES, 2), "a public-only object")
     if obj.public.has(A.stClear):
         raise TpmError(with_handle(RC.ATTRIBUTES, 2), "stClear objects cannot persist")
     if auth == RH.OWNER and obj.hierarchy == RH.PLATFORM:
@@ -272,6 +301,8 @@ def load_object(tpm: TPM, ctx: TPMS_CONTEXT) -> int:
                              ctx.savedHandle, ctx.hierarchy, ctx.contextBlob)
     if plaintext is None:
         raise TpmError(with_parameter(RC.INTEGRITY, 1), "context integrity")
+    if not enabled(tpm.reset_data.stclear, ctx.hierarchy):
+        raise TpmError(with_parameter(RC.HIERARCHY, 1), "the hierarchy is disabled")
     try:
         obj = store.from_context_plaintext(plaintext)
     except TpmError as e:

@@ -125,6 +125,11 @@ class Scheme:
     extra: int = 0
 
 
+# Schemes whose details structure is empty, so nothing follows the algorithm on the
+# wire: TPMS_ENC_SCHEME_RSAES (Part 2, 11.2.2.2). Every other scheme here carries a hash.
+NO_DETAILS = (TPM_ALG.RSAES,)
+
+
 class SchemeWire(Wire):
     def __init__(self, allowed: tuple[int, ...], rc: int,
                  extra_for: tuple[int, ...] = (), extra_allowed: tuple[int, ...] = ()):
@@ -137,6 +142,8 @@ class SchemeWire(Wire):
         scheme = _u16(r, self.allowed, self.rc)
         if scheme == NULL:
             return Scheme()
+        if scheme in NO_DETAILS:
+            return Scheme(scheme)
         h = _u16(r, tuple(HASHES), RC.HASH)
         extra = 0
         if scheme in self.extra_for:
@@ -147,7 +154,7 @@ class SchemeWire(Wire):
 
     def write(self, out: bytearray, value: Any, obj: Any) -> None:
         out += _U16.pack(value.scheme)
-        if value.scheme != NULL:
+        if value.scheme not in (NULL, *NO_DETAILS):
             out += _U16.pack(value.hashAlg)
             if value.scheme in self.extra_for:
                 out += _U16.pack(value.extra)
@@ -333,7 +340,7 @@ class TPMS_SENSITIVE_CREATE:
     """Part 2, 12.1.15."""
 
     userAuth: TPM2B_DIGEST
-    data: Annotated[bytes, Sized(256)]
+    data: Annotated[bytes, Sized(128)]  # TPM2B_SENSITIVE_DATA: MAX_SYM_DATA, as libtpms
 
 
 TPM2B_SENSITIVE_CREATE = Annotated[TPMS_SENSITIVE_CREATE, SizedStruct(TPMS_SENSITIVE_CREATE)]

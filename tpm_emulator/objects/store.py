@@ -53,18 +53,24 @@ class LoadedObject:
     def entity(self, role: Auth | None = None) -> Entity:
         """The object as an authorization target. Part 1, 19.7.3: the USER role of an
         object without userWithAuth, the ADMIN role of one with adminWithPolicy and
-        the DUP role need a policy session."""
+        the DUP role need a policy session. libtpms tells them apart: for the USER role
+        the authValue is merely unavailable (IsAuthValueAvailable: TPM_RC_AUTH_UNAVAILABLE
+        to a password or HMAC session), the other two demand a policy session
+        (IsPolicySessionRequired: TPM_RC_AUTH_TYPE)."""
         auth = self.sensitive.authValue if self.sensitive is not None else b""
         pub = self.public
         policy_required = (
-            role is Auth.DUP
-            or (role is Auth.ADMIN and pub.has(TPMA_OBJECT.adminWithPolicy))
-            or (role is Auth.USER and not pub.has(TPMA_OBJECT.userWithAuth))
+            role is Auth.DUP or (role is Auth.ADMIN and pub.has(TPMA_OBJECT.adminWithPolicy))
         )
+        user_without_auth = role is Auth.USER and not pub.has(TPMA_OBJECT.userWithAuth)
         # A public-only object (LoadExternal without a sensitive area) has no authValue
         # to check: TPM_RC_AUTH_UNAVAILABLE for password and HMAC sessions (libtpms).
-        return Entity(self.name, auth, pub.authPolicy, da_exempt=pub.has(TPMA_OBJECT.noDA),
-                      auth_value_available=self.sensitive is not None,
+        # Nor does its policy authorize anything (the reference's IsAuthPolicyAvailable
+        # refuses a public-only object): an empty policy makes a policy session
+        # TPM_RC_AUTH_UNAVAILABLE too.
+        policy = pub.authPolicy if self.sensitive is not None else b""
+        return Entity(self.name, auth, policy, da_exempt=pub.has(TPMA_OBJECT.noDA),
+                      auth_value_available=self.sensitive is not None and not user_without_auth,
                       policy_required=policy_required)
 
     def stored_sensitive(self) -> TPMT_SENSITIVE | None:

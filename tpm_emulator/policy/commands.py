@@ -10,7 +10,7 @@ from typing import Annotated
 from ..codec import UINT8, UINT16, UINT32, Int, Sized
 from ..commands import Auth, Command, Empty, HandleSpec, _pcr, _persistent, _transient
 from ..constants import CC, HT, MAX_ACTIVE_SESSIONS, RC, RH
-from ..keys.signing import TPMT_SIGNATURE
+from ..keys.signing import TPMT_SIGNATURE_IN
 from ..objects.public import TPM2B_NAME
 from ..structures import TPM2B_DIGEST, TPM2B_NONCE, TPMI_YES_NO, TPML_DIGEST, TPML_PCR_SELECTION
 from .tickets import TPMT_TK_AUTH, TPMT_TK_VERIFIED
@@ -76,7 +76,7 @@ class PolicySigned_In:
     cpHashA: TPM2B_DIGEST
     policyRef: TPM2B_NONCE
     expiration: INT32
-    auth: TPMT_SIGNATURE
+    auth: TPMT_SIGNATURE_IN
 
 
 @dataclass(frozen=True)

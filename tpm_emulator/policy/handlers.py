@@ -306,10 +306,15 @@ def policy_nv(tpm: TPM, inv: Invocation, p: pc.PolicyNV_In) -> Empty:
 @_handles(CC.PolicyCounterTimer)
 def policy_counter_timer(tpm: TPM, inv: Invocation, p: pc.PolicyNV_In) -> Empty:
     s = _session(tpm, inv.handles[0])
+    # The range checks come before the trial test: a trial session gets them too (as
+    # libtpms does); an offset past TPMS_TIME_INFO is the offset's fault, an operand
+    # running past it the pair's (a bare TPM_RC_RANGE).
+    info = marshal(TPMS_TIME_INFO(tpm.time_ms(), tpm.clock_info()))
+    if p.offset > len(info):
+        raise TpmError(with_parameter(RC.VALUE, 2), "offset beyond TPMS_TIME_INFO")
+    if p.offset + len(p.operandB) > len(info):
+        raise TpmError(RC.RANGE, "beyond TPMS_TIME_INFO")
     if not _trial(s):
-        info = marshal(TPMS_TIME_INFO(tpm.time_ms(), tpm.clock_info()))
-        if p.offset + len(p.operandB) > len(info):
-            raise TpmError(RC.RANGE, "beyond TPMS_TIME_INFO")
         data = info[p.offset : p.offset + len(p.operandB)]
         if not _condition(p.operation, data, p.operandB):
             raise TpmError(RC.POLICY, "time or clock does not satisfy the condition")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 from ..codec import Int
 from ..constants import RC, RH, ST
 from ..crypto import CONTEXT_HASH
-from ..structures import TPM2B_DIGEST
+from ..structures import TPM2B_DIGEST, TicketTag
 
 if TYPE_CHECKING:
     from ..tpm import TPM
@@ -35,7 +35,7 @@ EXPIRES_ON_RESET = 1 << 63
 class TPMT_TK_AUTH:
     """Part 2, 10.7.5."""
 
-    tag: Annotated[int, Int("H", (ST.AUTH_SIGNED, ST.AUTH_SECRET), RC.TAG)]
+    tag: Annotated[int, TicketTag(ST.AUTH_SIGNED, ST.AUTH_SECRET)]
     hierarchy: TPMI_RH_HIERARCHY_NULL
     digest: TPM2B_DIGEST
 
@@ -44,7 +44,7 @@ class TPMT_TK_AUTH:
 class TPMT_TK_VERIFIED:
     """Part 2, 10.7.4."""
 
-    tag: Annotated[int, Int("H", (ST.VERIFIED,), RC.TAG)]
+    tag: Annotated[int, TicketTag(ST.VERIFIED)]
     hierarchy: TPMI_RH_HIERARCHY_NULL
     digest: TPM2B_DIGEST
 
