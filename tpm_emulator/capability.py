@@ -90,6 +90,7 @@ def get_capability(
     handles: Callable[[int], list[int]],
     tpm_properties: Callable[[], dict[int, int]],
     audited: Callable[[], list[int]] = list,
+    pcr_allocation: dict[int, bytes] | None = None,
 ) -> tuple[bool, TPMS_CAPABILITY_DATA]:
     data: Any
     more = False
@@ -116,8 +117,11 @@ def get_capability(
     elif capability == CAP.PCRS:
         if prop != 0:  # the whole allocation or nothing (libtpms: TPM_RC_VALUE)
             raise TpmError(with_parameter(RC.VALUE, 2), "TPM_CAP_PCRS takes property 0")
+        # The active allocation (admin/allocation.py); fully allocated when not given.
         full = bytes([0xFF] * PCR_SELECT_MAX)
-        data = TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(alg, full) for alg in sorted(HASHES)))
+        active = pcr_allocation or dict.fromkeys(sorted(HASHES), full)
+        data = TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(alg, active[alg])
+                                        for alg in sorted(active)))
     elif capability == CAP.TPM_PROPERTIES:
         props = sorted(tpm_properties().items())
         start = max(prop, PT_FIXED)

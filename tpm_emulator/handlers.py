@@ -97,6 +97,8 @@ def startup(tpm: TPM, inv: Invocation, p: c.Startup_In) -> c.Empty:
     keep = saved.pcrs if fx.restore_saved_pcrs and saved is not None else None
     if fx.keep_pcr_counter and saved is not None:
         rd.pcrs.update_counter = saved.pcrs.update_counter
+    # The first Startup after _TPM_Init brings a PCR_Allocate into effect (admin/allocation.py).
+    rd.pcrs.allocated = perm.pcr_allocation.take_effect()
     rd.pcrs.initialise(inv.locality, keep)  # counts the PCRs it resets (pcr.py)
     if fx.count_reset:
         perm.reset_count = (perm.reset_count + 1) & 0xFFFFFFFF
@@ -119,6 +121,9 @@ def startup(tpm: TPM, inv: Invocation, p: c.Startup_In) -> c.Empty:
 @handles(CC.Shutdown)
 def shutdown(tpm: TPM, inv: Invocation, p: c.Shutdown_In) -> c.Empty:
     if p.shutdownType == SU.STATE:
+        if tpm.perm.pcr_allocation.pending is not None:
+            # Part 3, 9.4: after PCR_Allocate only Shutdown(CLEAR) (libtpms: TYPE, P1)
+            raise TpmError(with_parameter(RC.TYPE, 1), "PCR allocation pending")
         tpm.perm.orderly = Orderly.STATE
         tpm.perm.shutdown_state = tpm.reset_data.saved_copy()
     else:
@@ -171,6 +176,7 @@ def get_capability(tpm: TPM, inv: Invocation, p: c.GetCapability_In) -> c.GetCap
     more, data = capability.get_capability(
         p.capability, p.property, p.propertyCount, tpm.handles_of_type, tpm.tpm_properties,
         lambda: sorted(tpm.perm.command_audit.commands),
+        pcr_allocation=tpm.reset_data.pcrs.allocated,
     )
     return c.GetCapability_Out(int(more), data)
 

@@ -67,7 +67,9 @@ REFUSED_AFTER_STARTUP: frozenset[int] = frozenset({CC.Startup})
 
 # Commands that may follow a Shutdown without voiding it. Any other command carrying
 # the TPMA_CC nv attribute changes state the Shutdown recorded, so the pending
-# orderly state is cleared (a later Startup(STATE) then fails).
+# orderly state is cleared (a later Startup(STATE) then fails). PCR_Allocate only
+# records an allocation for the next _TPM_Init, which libtpms applies even to a TPM
+# Resume after it (admin/allocation.py).
 KEEPS_ORDERLY: frozenset[int] = frozenset(
-    {CC.Shutdown, CC.SelfTest, CC.IncrementalSelfTest, CC.StirRandom}
+    {CC.Shutdown, CC.SelfTest, CC.IncrementalSelfTest, CC.StirRandom, CC.PCR_Allocate}
 )

@@ -89,16 +89,32 @@ def pcr_property_bitmaps() -> dict[int, bytes]:
     return props
 
 
-class PcrBanks:
-    """All allocated banks (one per implemented hash) and the pcrUpdateCounter."""
+# A bank with every implemented PCR in it: the allocation a TPM leaves the factory with.
+FULL_SELECT = bytes([0xFF] * (IMPLEMENTATION_PCR // 8))
 
-    __slots__ = ("banks", "update_counter")
+
+def full_allocation() -> dict[int, bytes]:
+    return dict.fromkeys(sorted(HASHES), FULL_SELECT)
+
+
+def _bit(bitmap: bytes, pcr: int) -> bool:
+    return pcr // 8 < len(bitmap) and bool(bitmap[pcr // 8] >> (pcr % 8) & 1)
+
+
+class PcrBanks:
+    """One bank per implemented hash, the pcrUpdateCounter, and the active allocation
+    (which PCRs of which bank exist until the next TPM Reset, Part 1, "PCR bank
+    allocation"). Every bank keeps room for every PCR, as the reference does; a PCR
+    outside the allocation is neither extended nor read."""
+
+    __slots__ = ("allocated", "banks", "update_counter")
 
     def __init__(self) -> None:
         self.banks: dict[int, list[bytes]] = {
             alg: [bytes(h.size)] * IMPLEMENTATION_PCR for alg, h in HASHES.items()
         }
         self.update_counter = 0
+        self.allocated: dict[int, bytes] = full_allocation()  # never mutated, only replaced
 
     def initialise(self, startup_locality: int, keep: PcrBanks | None = None) -> None:
         """PCR values at Startup (Part 1, "TPM Reset/Restart/Resume"): zero, all ones for
@@ -125,7 +141,11 @@ class PcrBanks:
         other = PcrBanks()
         other.banks = {alg: list(v) for alg, v in self.banks.items()}
         other.update_counter = self.update_counter
+        other.allocated = self.allocated
         return other
+
+    def is_allocated(self, alg: int, pcr: int) -> bool:
+        return pcr < IMPLEMENTATION_PCR and _bit(self.allocated.get(alg, b""), pcr)
 
     def changed(self, pcr: int) -> None:
         if not PCR_ATTRIBUTES[pcr].no_increment:
@@ -134,8 +154,8 @@ class PcrBanks:
     def extend(self, pcr: int, alg: int, digest: bytes) -> None:
         """PCR[alg][pcr] := H(PCR || digest) (Part 1, 17.2), counting one change per bank."""
         values = self.banks.get(alg)
-        if values is None:
-            return  # bank not allocated: silently skipped, as the reference does
+        if values is None or not self.is_allocated(alg, pcr):
+            return  # not allocated: silently skipped, as the reference's PCRExtend does
         values[pcr] = HASHES[alg].digest(values[pcr], digest)
         self.changed(pcr)
 
@@ -147,7 +167,7 @@ class PcrBanks:
     def read(self, selections: tuple[tuple[int, bytes], ...]
              ) -> tuple[tuple[tuple[int, bytes], ...], list[bytes]]:
         """PCR_Read semantics: at most eight digests, in selection order; bits whose value
-        did not fit (or whose bank is absent) are cleared in the returned selection."""
+        did not fit (or whose PCR is not allocated) are cleared in the returned selection."""
         out_sel: list[tuple[int, bytes]] = []
         digests: list[bytes] = []
         for alg, bitmap in selections:
@@ -156,8 +176,25 @@ class PcrBanks:
             for pcr in range(len(bitmap) * 8):
                 if not bitmap[pcr // 8] >> (pcr % 8) & 1:
                     continue
-                if values is not None and pcr < IMPLEMENTATION_PCR and len(digests) < 8:
+                if values is not None and self.is_allocated(alg, pcr) and len(digests) < 8:
                     digests.append(values[pcr])
                     kept[pcr // 8] |= 1 << (pcr % 8)
             out_sel.append((alg, bytes(kept)))
         return tuple(out_sel), digests
+
+
+    def select(self, selections: tuple[tuple[int, bytes], ...]
+               ) -> tuple[tuple[tuple[int, bytes], ...], list[bytes]]:
+        """The reference's FilterPcr + PCRComputeCurrentDigest input, for Quote,
+        PolicyPCR and the like: every selected PCR that is allocated, in selection
+        order (no limit of eight), and the selection with the other bits cleared."""
+        out_sel: list[tuple[int, bytes]] = []
+        values: list[bytes] = []
+        for alg, bitmap in selections:
+            kept = bytearray(len(bitmap))
+            for pcr in range(len(bitmap) * 8):
+                if _bit(bitmap, pcr) and alg in self.banks and self.is_allocated(alg, pcr):
+                    kept[pcr // 8] |= 1 << (pcr % 8)
+                    values.append(self.banks[alg][pcr])
+            out_sel.append((alg, bytes(kept)))
+        return tuple(out_sel), values

@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+from .admin.allocation import PcrAllocation, PcrAllocationRecord
 from .admin.state import AdminRecord, AdminState, StateClear
 from .attest.audit import CommandAudit, CommandAuditRecord
 from .codec import UINT8, UINT32, UINT64, Int, ListOf, Reader, Sized, Wire, unmarshal
@@ -90,6 +91,7 @@ class PermanentState:
     nv: NvStore = field(default_factory=NvStore)  # NV indices (nv/store.py)
     command_audit: CommandAudit = field(default_factory=CommandAudit)  # attest/audit.py
     admin: AdminState = field(default_factory=AdminState)  # hierarchy auths, DA
+    pcr_allocation: PcrAllocation = field(default_factory=PcrAllocation)  # PCR_Allocate
 
     @classmethod
     def manufacture(cls) -> PermanentState:
@@ -193,6 +195,9 @@ class StateRecord:
     # Trailing record: hierarchy authorizations, enables and dictionary-attack state
     # (admin/state.py).
     adminState: Annotated[tuple[AdminRecord, ...], Trailing(ListOf(AdminRecord, 1))] = ()
+    # Trailing record: the active and the pending PCR allocation (admin/allocation.py).
+    pcrAllocation: Annotated[tuple[PcrAllocationRecord, ...], Trailing(
+        ListOf(PcrAllocationRecord, 1))] = ()
 
 
 def reset_record(rd: ResetData) -> ResetDataRecord:

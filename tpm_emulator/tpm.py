@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from . import handlers as _handlers
+from .admin.allocation import allocation_record, restore_allocation
 from .admin.da import guarded
 from .admin.hierarchy import enabled, load_refusal, permanent_entity
 from .admin.properties import admin_properties
@@ -433,6 +434,7 @@ class TPM:
             sessionCrypto=(crypto_record(self._rd.sessions),) if self._rd is not None else (),
             commandAudit=(command_audit.audit_record(p.command_audit),),
             adminState=(admin_record_of(self),),
+            pcrAllocation=(allocation_record(p.pcr_allocation),),
         ))
 
     @classmethod
@@ -462,5 +464,6 @@ class TPM:
         if rec.commandAudit:
             tpm.perm.command_audit = command_audit.audit_from_record(rec.commandAudit[0])
         admin_restore(tpm, rec.adminState)
+        restore_allocation(tpm, rec.pcrAllocation)
         return tpm
 

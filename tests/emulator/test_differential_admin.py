@@ -4,11 +4,19 @@ TPM_PT_PERMANENT / STARTUP_CLEAR / LOCKOUT_* properties must agree step by step.
 
 from __future__ import annotations
 
+import socket
 import struct
 from typing import Any
 
+import pytest
+
 from tests.emulator.emulator_wire import command, get_capability, rc, with_pw
-from tests.emulator.test_differential_objects import BASE, create_primary, flush
+from tests.emulator.test_differential_objects import (
+    BASE,
+    EMPTY_SENSITIVE,
+    create_primary,
+    flush,
+)
 from tests.emulator.test_differential_swtpm import started_pair
 
 OWNER, NULL, LOCKOUT = 0x40000001, 0x40000007, 0x4000000A
@@ -379,3 +387,87 @@ def test_self_healing_after_recovery_time(swtpm: Any) -> None:
         da_reset(b"lock"),
     ])
     assert codes == [0, 0]
+
+
+def _power_cycle(ours: Any, theirs: Any) -> None:
+    """_TPM_Init on both: ours directly, swtpm through its control channel (CMD_INIT)."""
+    ours.power_cycle()
+    with socket.create_connection(("127.0.0.1", theirs.port + 1), timeout=10) as s:
+        s.sendall(struct.pack(">II", 2, 0))
+        assert s.recv(4) == bytes(4)
+
+
+@pytest.mark.parametrize("resume", [0, 1], ids=["then-Restart", "then-Resume"])
+def test_pcr_allocation_takes_effect_at_the_next_reset(swtpm: Any, resume: int) -> None:
+    """PCR_Allocate (sha1 out, sha256 without PCR 23) changes nothing until _TPM_Init,
+    refuses Shutdown(STATE) meanwhile, then PCR_Read, TPM_CAP_PCRS, PCR_Extend,
+    PCR_Event and PolicyPCR answer byte for byte as libtpms; a second allocation
+    made after Shutdown(STATE) applies to the TPM Restart or Resume that follows."""
+    ours, theirs = started_pair(swtpm)
+    full, none = b"\x03\xff\xff\xff", b"\x03\x00\x00\x00"
+
+    def allocate(*banks: tuple[int, bytes]) -> bytes:
+        body = u32(len(banks)) + b"".join(struct.pack(">H", a) + s for a, s in banks)
+        return with_pw(CC_PCR_ALLOCATE, u32(PLATFORM), body)
+
+    def same(*cmds: bytes) -> list[int]:
+        codes = []
+        for n, cmd in enumerate(cmds):
+            a, b = send(ours, theirs, cmd)
+            assert a == b, f"command {n}: ours {a.hex()}, libtpms {b.hex()}"
+            codes.append(rc(a))
+        return codes
+
+    startup = lambda su: command(0x144, struct.pack(">H", su))  # noqa: E731
+    shutdown = lambda su: command(0x145, struct.pack(">H", su))  # noqa: E731
+    pcr_read = command(0x17E, u32(2) + b"\x00\x04\x03\x01\x00\x00"
+                       + b"\x00\x0b\x03\x01\x00\xc0")
+    pcrs_cap = get_capability(5, 0, 8)
+    extend = with_pw(0x182, u32(0), u32(2) + b"\x00\x04" + b"\x11" * 20
+                     + b"\x00\x0b" + b"\x22" * 32)
+    event = with_pw(0x13C, u32(0), b"\x00\x03abc")
+
+    assert same(allocate((0x0004, none), (0x000B, b"\x03\xff\xff\x7f")),
+                pcr_read, pcrs_cap, shutdown(1), shutdown(0)) == [0, 0, 0, 0x1CA, 0]
+    _power_cycle(ours, theirs)
+    assert same(startup(1), startup(0), pcr_read, pcrs_cap, extend, pcr_read, event,
+                pcr_read) == [0x1C4, 0, 0, 0, 0, 0, 0, 0]
+
+    # A trial PolicyPCR over sha1 PCR 0 and sha256 PCR 22, 23: libtpms records the
+    # selection with the unallocated PCRs cleared, so the policy digests agree.
+    trial = command(0x176, u32(NULL, NULL) + b"\x00\x20" + bytes(32) + b"\x00\x00\x03"
+                    + b"\x00\x10\x00\x0b")
+    digests = []
+    for tpm in (ours, theirs):
+        r = tpm.execute(trial)
+        assert rc(r) == 0
+        session = r[10:14]
+        assert rc(tpm.execute(command(0x17F, session + b"\x00\x00" + u32(2)
+                                      + b"\x00\x04\x03\x01\x00\x00"
+                                      + b"\x00\x0b\x03\x00\x00\xc0"))) == 0
+        digests.append(tpm.execute(command(0x189, session)))
+        assert rc(tpm.execute(command(0x165, session))) == 0
+    assert digests[0] == digests[1] and rc(digests[0]) == 0
+
+    # Creation data over sha1 PCR 0 and twelve sha256 PCRs (22, 23 among them): the
+    # selection keeps the allocated ones, with no limit of eight, and so does the digest.
+    creation_pcrs = u32(2) + b"\x00\x04\x03\x01\x00\x00" + b"\x00\x0b\x03\xff\x0f\xc0"
+    primary = with_pw(0x131, u32(OWNER), EMPTY_SENSITIVE + tpm2b(BASE) + b"\x00\x00"
+                      + creation_pcrs)
+    creation_data = []
+    for tpm in (ours, theirs):
+        r = tpm.execute(primary)
+        assert rc(r) == 0
+        (public_size,) = struct.unpack_from(">H", r, 18)
+        (size,) = struct.unpack_from(">H", r, 20 + public_size)
+        data = r[22 + public_size: 22 + public_size + size]
+        creation_data.append(data[:4 + 2 * 6 + 2 + 32])  # pcrSelect and pcrDigest
+        assert rc(tpm.execute(flush(struct.unpack_from(">I", r, 10)[0]))) == 0
+    assert creation_data[0] == creation_data[1]
+
+    # PCR_Allocate after Shutdown(STATE) keeps the orderly state: the next Startup is a
+    # TPM Restart or Resume, and the new allocation applies to it all the same.
+    assert same(extend, shutdown(1), allocate((0x0004, full), (0x000B, full)),
+                pcrs_cap) == [0, 0, 0, 0]
+    _power_cycle(ours, theirs)
+    assert same(startup(resume), pcrs_cap, pcr_read, shutdown(1)) == [0, 0, 0, 0]

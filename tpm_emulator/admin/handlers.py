@@ -204,14 +204,10 @@ def _has(bitmap: bytes, pcr: int) -> bool:
 
 @handles(CC.PCR_Allocate)
 def pcr_allocate(tpm: TPM, inv: Invocation, p: ac.PCR_Allocate_In) -> ac.PCR_Allocate_Out:
-    """Part 3, 22.5: the request replaces the listed banks of the *current* allocation
+    """Part 3, 22.5: the request replaces the listed banks of the *active* allocation
     (the last entry for a bank wins) and is checked for an H-CRTM and a D-RTM PCR.
-
-    Not implemented: remembering the accepted allocation for the next TPM Reset. Every
-    bank of every implemented hash stays allocated, so the answer is truthful about
-    what is possible, but the change never takes effect."""
-    full = bytes([0xFF] * ((IMPLEMENTATION_PCR + 7) // 8))
-    allocation = dict.fromkeys(tpm.reset_data.pcrs.banks, full)
+    An allocation that fits is kept for the next _TPM_Init (admin/allocation.py)."""
+    allocation = dict(tpm.reset_data.pcrs.allocated)
     for sel in p.pcrAllocation.pcrSelections:
         allocation[sel.hash] = sel.pcrSelect
     if not (any(_has(b, HCRTM_PCR) for b in allocation.values())
@@ -219,6 +215,8 @@ def pcr_allocate(tpm: TPM, inv: Invocation, p: ac.PCR_Allocate_In) -> ac.PCR_All
         raise TpmError(RC.PCR, "the allocation drops the H-CRTM or D-RTM PCR")
     needed = sum(_count(bits) * HASHES[alg].size for alg, bits in allocation.items())
     available = IMPLEMENTATION_PCR * sum(h.size for h in HASHES.values())
+    if needed <= available:
+        tpm.perm.pcr_allocation.request(allocation)
     return ac.PCR_Allocate_Out(int(needed <= available), IMPLEMENTATION_PCR, needed, available)
 
 

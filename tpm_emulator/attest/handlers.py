@@ -65,18 +65,10 @@ def quote(tpm: TPM, inv: Invocation, p: ac.Quote_In) -> ac.Attest_Out:
 def _selected_pcrs(tpm: TPM, sel: TPML_PCR_SELECTION) -> tuple[TPML_PCR_SELECTION, list[bytes]]:
     """The selected PCR values in selection order, and the selection with the bits of
     PCRs that do not exist cleared (the reference's PCRComputeCurrentDigest / FilterPcr;
-    unlike PCR_Read there is no limit of eight)."""
-    banks = tpm.reset_data.pcrs.banks
-    out, values = [], []
-    for s in sel.pcrSelections:
-        bank = banks.get(s.hash)
-        kept = bytearray(len(s.pcrSelect))
-        for pcr in range(len(s.pcrSelect) * 8):
-            if s.pcrSelect[pcr // 8] >> (pcr % 8) & 1 and bank is not None and pcr < len(bank):
-                kept[pcr // 8] |= 1 << (pcr % 8)
-                values.append(bank[pcr])
-        out.append(TPMS_PCR_SELECTION(s.hash, bytes(kept)))
-    return TPML_PCR_SELECTION(tuple(out)), values
+    unlike PCR_Read there is no limit of eight); unallocated PCRs do not exist."""
+    out, values = tpm.reset_data.pcrs.select(tuple((s.hash, s.pcrSelect)
+                                                   for s in sel.pcrSelections))
+    return TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(a, b) for a, b in out)), values
 
 
 # ---- 18.2 Certify ----------------------------------------------------------------------

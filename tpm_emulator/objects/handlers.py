@@ -72,7 +72,8 @@ def _creation(tpm: TPM, inv: Invocation, pub: TPMT_PUBLIC, name: bytes, hierarch
     """Creation data, its hash and the creation ticket (Part 3, 12.1, 12.5)."""
     h = pub.name_hash
     bank = tpm.reset_data.pcrs
-    sel, digests = bank.read(tuple((s.hash, s.pcrSelect) for s in pcrs.pcrSelections))
+    # As Quote (PCRComputeCurrentDigest): every allocated PCR selected, no limit of eight.
+    sel, digests = bank.select(tuple((s.hash, s.pcrSelect) for s in pcrs.pcrSelections))
     pcr_digest = h.digest(*digests)
     select = TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(a, b) for a, b in sel))
     locality = 1 << inv.locality if inv.locality < 5 else inv.locality

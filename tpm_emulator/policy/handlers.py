@@ -22,7 +22,7 @@ from ..nv.store import check_read_access
 from ..objects import store
 from ..objects.public import TPMA_OBJECT
 from ..objects.store import LoadedObject
-from ..structures import TPMS_TIME_INFO, TPMT_HA
+from ..structures import TPML_PCR_SELECTION, TPMS_PCR_SELECTION, TPMS_TIME_INFO, TPMT_HA
 from . import commands as pc
 from .context import U1
 from .tickets import auth_ticket, decode_timeout, encode_timeout, null_auth_ticket, verified_ticket
@@ -220,12 +220,10 @@ def policy_or(tpm: TPM, inv: Invocation, p: pc.PolicyOR_In) -> Empty:
 def policy_pcr(tpm: TPM, inv: Invocation, p: pc.PolicyPCR_In) -> Empty:
     s = _session(tpm, inv.handles[0])
     pcrs = tpm.reset_data.pcrs
-    values: list[bytes] = []
-    for sel in p.pcrs.pcrSelections:
-        bank = pcrs.banks.get(sel.hash)
-        for pcr in range(len(sel.pcrSelect) * 8):
-            if bank is not None and sel.pcrSelect[pcr // 8] >> (pcr % 8) & 1 and pcr < len(bank):
-                values.append(bank[pcr])
+    # The reference filters the selection in place (FilterPcr): PCRs that are not
+    # allocated are left out of the digest and of the selection the policy records.
+    kept, values = pcrs.select(tuple((sel.hash, sel.pcrSelect) for sel in p.pcrs.pcrSelections))
+    selection = TPML_PCR_SELECTION(tuple(TPMS_PCR_SELECTION(a, b) for a, b in kept))
     digest = s.hash.digest(*values)
     if not _trial(s):
         if s.policy.pcr_counter is not None and s.policy.pcr_counter != pcrs.update_counter:
@@ -235,7 +233,7 @@ def policy_pcr(tpm: TPM, inv: Invocation, p: pc.PolicyPCR_In) -> Empty:
         s.policy.pcr_counter = pcrs.update_counter
     elif p.pcrDigest:
         digest = p.pcrDigest
-    _extend(s, CC.PolicyPCR, marshal(p.pcrs), digest)
+    _extend(s, CC.PolicyPCR, marshal(selection), digest)
     return Empty()
 
 
