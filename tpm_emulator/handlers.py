@@ -36,7 +36,7 @@ from .crypto import (
 from .errors import TpmError, with_handle, with_parameter
 from .lifecycle import STARTUP_EFFECTS, STARTUP_TRANSITIONS, Orderly
 from .pcr import may_extend, may_reset
-from .sessions import (
+from .session_table import (
     SessionContext,
     decode_session_context,
     is_session_handle,

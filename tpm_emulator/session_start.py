@@ -27,7 +27,8 @@ from .objects.keys import private_key
 from .objects.public import TPMA_OBJECT, TPMS_RSA_PARMS
 from .objects.secret import SECRET, decrypt_secret
 from .session_crypto import bound_entity
-from .sessions import Session, session_key_for, strip_zeros
+from .session_table import Session
+from .sessions import session_key_for, strip_zeros
 
 if TYPE_CHECKING:
     from .objects.store import LoadedObject

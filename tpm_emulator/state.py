@@ -45,7 +45,7 @@ from .objects.store import MAX_PERSISTENT_OBJECTS, LoadedObject, ObjectRecord
 from .pcr import PcrBanks
 from .policy.context import MAX_ENCODED as MAX_POLICY_STATE
 from .policy.context import PolicyContext
-from .sessions import Session, SessionCryptoRecord, SessionTable
+from .session_table import Session, SessionCryptoRecord, SessionTable
 
 SEED_SIZE = 64  # octets: a SHA-512 digest, the largest nameAlg a primary key may have
 PROOF_SIZE = 64

@@ -45,19 +45,21 @@ from .nv.public import MAX_NV_BUFFER_SIZE, MAX_NV_INDEX_SIZE
 from .nv.store import store_from_record, store_record
 from .objects import store
 from .policy.enforce import PolicyFacts
-from .sessions import (
+from .session_table import (
     HMAC_SESSION_FIRST,
     POLICY_SESSION_FIRST,
+    crypto_record,
+    restore_crypto_record,
+)
+from .sessions import (
     Entity,
     audit_sessions,
     authorize,
     build_response_auths,
     check_sessions,
-    crypto_record,
     decrypt_parameters,
     encrypt_response,
     parse_auth_area,
-    restore_crypto_record,
     wants_audit,
 )
 from .state import (

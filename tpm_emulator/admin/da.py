@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING
 from ..constants import RC, RH, SE
 from ..errors import TpmError, base_code
 from ..lifecycle import Orderly
-from ..sessions import Entity, Session
+from ..session_table import Session
+from ..sessions import Entity
 from .state import DictionaryAttack
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ from ..nv.public import TPMA_NV
 from .context import U1
 
 if TYPE_CHECKING:
-    from ..sessions import Entity, Session
+    from ..session_table import Session
+    from ..sessions import Entity
     from ..tpm import TPM
 
 # TPM2_PolicyTemplate binds the template of these commands (Part 3, 23.21).

@@ -29,7 +29,7 @@ from .tickets import auth_ticket, decode_timeout, encode_timeout, null_auth_tick
 
 if TYPE_CHECKING:
     from ..handlers import Invocation
-    from ..sessions import Session
+    from ..session_table import Session
     from ..tpm import TPM
 
 POLICY_HANDLERS: dict[int, Callable[[TPM, Invocation, Any], Any]] = {}
