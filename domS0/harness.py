@@ -211,21 +211,27 @@ class AttachProcess:
         return f"swtpm:host=127.0.0.1,port={self.port}"
 
     def start(self) -> AttachProcess:
-        self.port = 0 if self.unix_path else free_port(2)
-        address = f"unix:{self.unix_path}" if self.unix_path else f"127.0.0.1:{self.port}"
-        log_path = self.doms0.state_dir.parent / f"attach-{self.vtpm}-{self.port}.log"
-        with log_path.open("a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "domS0.cli.vtpmctl", "attach", self.vtpm, "--swtpm",
-                 address],
-                stdout=subprocess.PIPE, stderr=log, text=True, env=self.doms0.env(),
-            )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("attached"):
+        # free_port's ports are free only when probed: with tests running in parallel
+        # another process may take one before vtpmctl binds it, so try fresh ports.
+        for _ in range(5):
+            self.port = 0 if self.unix_path else free_port(2)
+            address = f"unix:{self.unix_path}" if self.unix_path else f"127.0.0.1:{self.port}"
+            log_path = self.doms0.state_dir.parent / f"attach-{self.vtpm}-{self.port}.log"
+            with log_path.open("a") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "domS0.cli.vtpmctl", "attach", self.vtpm,
+                     "--swtpm", address],
+                    stdout=subprocess.PIPE, stderr=log, text=True, env=self.doms0.env(),
+                )
+            assert self.proc.stdout is not None
+            line = self.proc.stdout.readline()
+            if line.startswith("attached"):
+                return self
             self.proc.wait(10)
-            raise RuntimeError(f"vtpmctl attach failed: {line}{log_path.read_text()}")
-        return self
+            failure = line + log_path.read_text()
+            if self.unix_path or "Address already in use" not in failure:
+                break
+        raise RuntimeError(f"vtpmctl attach failed: {failure}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
