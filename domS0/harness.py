@@ -20,30 +20,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from domS0.client.channel import ClientTls, open_channel
+from domS0.free_ports import free_port
 
 READY_TIMEOUT = 30.0
-
-
-def free_port(span: int = 1) -> int:
-    """A port P such that P .. P+span-1 are free on 127.0.0.1 right now."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + span > 65535:
-            continue
-        if all(_port_free(base + i) for i in range(span)):
-            return base
-    raise RuntimeError("no free port range on 127.0.0.1")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 class Doms0Process:
