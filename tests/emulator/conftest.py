@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from domS0.free_ports import free_port
 from tests.emulator.emulator_wire import startup
 from tests.emulator.inprocess import esapi_over
 from tpm_emulator import TPM
@@ -28,22 +29,6 @@ def tpm() -> TPM:
 def esapi(tpm: TPM) -> Iterator[object]:
     with esapi_over(tpm) as ectx:
         yield ectx
-
-
-def _free_port_pair() -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65535:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 class SwtpmProcess:
@@ -77,7 +62,7 @@ def swtpm() -> Iterator[SwtpmProcess]:
     if exe is None:
         pytest.fail("swtpm is not installed: install the 'swtpm' package (swtpm 0.7+)")
     state = tempfile.mkdtemp(prefix="swtpm-diff-")
-    port = _free_port_pair()
+    port = free_port(2)
     proc = subprocess.Popen(
         [exe, "socket", "--tpm2",
          "--server", f"type=tcp,port={port},bindaddr=127.0.0.1",
