@@ -172,10 +172,16 @@ class Finalizer:
     def _extend_and_log(self, instance: Instance, execute: tpm.Execute,
                         manifest: Manifest) -> tuple[tuple[str, ...], bytes]:
         """Extend every event into the banks the vTPM has; store the event log."""
-        banks = tuple(b for b in manifest.banks if b in tpm.allocated_banks(execute))
+        allocated = tpm.allocated_banks(execute)
+        banks = tuple(b for b in manifest.banks if b in allocated)
         if not banks:
             raise FailedPrecondition(f"vTPM {instance.record.name} has none of the "
                                      f"banks {', '.join(manifest.banks)} allocated")
+        unmeasured = [b for b in allocated if b not in banks]
+        if unmeasured:
+            # Those banks keep values any domain reproduces: nothing may rely on them.
+            log.warning("vTPM %s: banks %s are allocated but not in the manifest; they "
+                        "stay unmeasured", instance.record.name, ",".join(unmeasured))
         events = []
         for event in manifest.events:
             digests = {bank: event.digests[bank] for bank in banks}

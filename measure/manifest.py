@@ -9,7 +9,7 @@ can be published and shared.
 JSON, version 1::
 
     {"format": "vtpm-stack.manifest", "version": 1, "convention": "grub",
-     "banks": ["sha1", "sha256", "sha384"],
+     "banks": ["sha1", "sha256", "sha384", "sha512"],
      "items": [{"kind": "kernel", "size": 123, "digests": {"sha256": "<hex>", ...},
                 "details": {...}, "value": null,
                 "event": {"pcr": 9, "event_type": "EV_IPL", "event_type_value": 13,

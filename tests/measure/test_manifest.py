@@ -35,7 +35,7 @@ def test_round_trip() -> None:
 def test_document_shape_is_what_the_verifier_reads() -> None:
     doc = json.loads(sample().dumps())
     assert doc["format"] == "vtpm-stack.manifest" and doc["version"] == 1
-    assert doc["banks"] == ["sha1", "sha256", "sha384"]
+    assert doc["banks"] == ["sha1", "sha256", "sha384", "sha512"]
     cmdline = next(i for i in doc["items"] if i["kind"] == "cmdline")
     assert cmdline["event"]["event_type"] == "EV_IPL" and cmdline["event"]["pcr"] == 8
     assert bytes.fromhex(cmdline["event"]["data"]) == b"kernel_cmdline: console=ttyS0\0"
