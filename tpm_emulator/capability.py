@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from .admin import presence
 from .commands import COMMANDS
 from .constants import (
     CAP,
@@ -110,7 +111,8 @@ def get_capability(
         more, sel = page(cmds, lambda c: c.cc, prop, count, MAX_CAP_CC)
         data = TPML_CCA(tuple(c.tpma_cc for c in sel))
     elif capability == CAP.PP_COMMANDS:
-        data = TPML_CC(())  # no physical-presence commands
+        more, ccs = page(sorted(presence.PP_REQUIRED), lambda cc: cc, prop, count, MAX_CAP_CC)
+        data = TPML_CC(tuple(ccs))
     elif capability == CAP.AUDIT_COMMANDS:  # ascending, as the reference lists them
         more, ccs = page(sorted(audited()), lambda cc: cc, prop, count, MAX_CAP_CC)
         data = TPML_CC(tuple(ccs))

@@ -94,6 +94,7 @@ def startup(tpm: TPM, inv: Invocation, p: c.Startup_In) -> c.Empty:
     if fx.keep_saved_sessions and saved is not None:
         rd.sessions.saved = dict(saved.sessions.saved)
         rd.sessions.context_counter = saved.sessions.context_counter
+        rd.commit = saved.commit.copy()  # ECC commit state: new only at TPM Reset
     keep = saved.pcrs if fx.restore_saved_pcrs and saved is not None else None
     if fx.keep_pcr_counter and saved is not None:
         rd.pcrs.update_counter = saved.pcrs.update_counter

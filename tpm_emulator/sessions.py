@@ -44,6 +44,8 @@ from .session_table import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .policy.enforce import PolicyFacts
 
 
@@ -209,15 +211,19 @@ def _hmac(s: Session, key: bytes, digest: bytes, nonce_newer: bytes, nonce_older
 def authorize(
     auths: list[TPMS_AUTH_COMMAND], sessions: list[Session | None], entities: list[Entity],
     cc: int, params: bytes, names: list[bytes] | None = None,
-    policy: PolicyFacts | None = None,
+    policy: PolicyFacts | None = None, before_each: Callable[[int], None] | None = None,
 ) -> None:
     """Check each authorization against its entity (Part 1, 19.8 / 19.6.5). ``names``
     are the Names of every handle of the command, for cpHash (default: the entities');
-    ``policy`` is what policy sessions check besides their digest (locality, TPM state)."""
+    ``policy`` is what policy sessions check besides their digest (locality, TPM state);
+    ``before_each(i)`` runs first for each authorization (the dictionary-attack lockout
+    check, which the reference makes session by session: admin/da.py)."""
     cp_cache: dict[int, bytes] = {}
     if names is None:
         names = [e.name for e in entities]
     for i, entity in enumerate(entities):
+        if before_each is not None:
+            before_each(i)
         auth, s, n = auths[i], sessions[i], i + 1
         fail = RC.BAD_AUTH if entity.da_exempt else RC.AUTH_FAIL
         uses_auth_value = s is None or s.kind == SE.HMAC

@@ -39,6 +39,7 @@ from .constants import (
 )
 from .crypto import HASHES
 from .errors import StateFormatError, TpmError
+from .keys.commit import CommitRecord, CommitState
 from .lifecycle import Orderly
 from .nv.store import NvStateRecord, NvStore
 from .objects.store import MAX_PERSISTENT_OBJECTS, LoadedObject, ObjectRecord
@@ -64,12 +65,13 @@ class ResetData:
     sessions: SessionTable = field(default_factory=SessionTable)
     objects: dict[int, LoadedObject] = field(default_factory=dict)  # transient slots
     stclear: StateClear = field(default_factory=StateClear)  # enables, platformAuth
+    commit: CommitState = field(default_factory=CommitState)  # keys/commit.py
 
     def saved_copy(self) -> ResetData:
         """What Shutdown(STATE) keeps: everything but the loaded sessions."""
         table = SessionTable({}, dict(self.sessions.saved), self.sessions.context_counter)
         return ResetData(self.null_proof, self.pcrs.copy(), table,
-                         stclear=self.stclear.copy())
+                         stclear=self.stclear.copy(), commit=self.commit.copy())
 
 
 @dataclass
@@ -198,6 +200,10 @@ class StateRecord:
     # Trailing record: the active and the pending PCR allocation (admin/allocation.py).
     pcrAllocation: Annotated[tuple[PcrAllocationRecord, ...], Trailing(
         ListOf(PcrAllocationRecord, 1))] = ()
+    # Trailing record: TPM2_SetAlgorithmSet's value (admin/handlers.py).
+    algorithmSet: Annotated[tuple[int, ...], Trailing(ListOf(UINT32, 1))] = ()
+    # Trailing record: the ECC commit nonce, counter and array (keys/commit.py).
+    commitState: Annotated[tuple[CommitRecord, ...], Trailing(ListOf(CommitRecord, 1))] = ()
 
 
 def reset_record(rd: ResetData) -> ResetDataRecord:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from . import handlers as _handlers
+from .admin import presence
 from .admin.allocation import allocation_record, restore_allocation
 from .admin.da import guarded
 from .admin.hierarchy import enabled, load_refusal, permanent_entity
@@ -40,6 +41,8 @@ from .constants import (
 from .crypto import CONTEXT_HASH, CONTEXT_SYM_BITS, MAX_DIGEST_SIZE
 from .errors import StateFormatError, TpmError, with_handle, with_parameter
 from .frame import error_response, frame_error
+from .keys.commit import record_of as commit_record_of
+from .keys.commit import restore as commit_restore
 from .lifecycle import ALLOWED_BEFORE_STARTUP, KEEPS_ORDERLY, REFUSED_AFTER_STARTUP, Orderly
 from .nv.public import MAX_NV_BUFFER_SIZE, MAX_NV_INDEX_SIZE
 from .nv.store import store_from_record, store_record
@@ -248,7 +251,6 @@ class TPM:
             PT.HR_PERSISTENT_AVAIL: store.MAX_PERSISTENT_OBJECTS - persistent,
             PT.NV_COUNTERS: self.perm.nv.counters(),
             PT.NV_COUNTERS_AVAIL: self.perm.nv.counters_available(),
-            PT.ALGORITHM_SET: 0,
             PT.LOADED_CURVES: 0,
             PT.NV_WRITE_RECOVERY: 0,
             PT.AUDIT_COUNTER_0: self.perm.command_audit.counter >> 32,
@@ -308,13 +310,16 @@ class TPM:
         auth_handles = [h for h, hs in zip(handles, spec.handles, strict=True)
                         if hs.auth is not None]
         if auths:
-            # Dictionary-attack lockout before, failure counting after (admin/da.py).
-            with guarded(self, auth_handles, auth_entities, sessions):
+            presence.check(cc, auth_handles)
+            # Dictionary-attack lockout before each authorization, failure counting
+            # after (admin/da.py).
+            with guarded(self, auth_handles, auth_entities, sessions) as locked_out:
                 authorize(auths, sessions, auth_entities, cc, param_bytes,
                           [self.entity(h).name for h in handles],
                           policy=PolicyFacts(
                               self, locality, tuple(auth_handles),
-                              tuple(hs.auth for hs in spec.handles if hs.auth is not None)))
+                              tuple(hs.auth for hs in spec.handles if hs.auth is not None)),
+                          before_each=locked_out)
             # Part 1, 21: the first parameter is decrypted once every HMAC was checked
             # over the ciphertext, and before the parameters are unmarshalled.
             r = Reader(decrypt_parameters(auths, sessions, auth_entities, param_bytes))
@@ -437,6 +442,8 @@ class TPM:
             commandAudit=(command_audit.audit_record(p.command_audit),),
             adminState=(admin_record_of(self),),
             pcrAllocation=(allocation_record(p.pcr_allocation),),
+            algorithmSet=(p.admin.algorithm_set,),
+            commitState=(commit_record_of(self),),
         ))
 
     @classmethod
@@ -467,5 +474,8 @@ class TPM:
             tpm.perm.command_audit = command_audit.audit_from_record(rec.commandAudit[0])
         admin_restore(tpm, rec.adminState)
         restore_allocation(tpm, rec.pcrAllocation)
+        if rec.algorithmSet:
+            tpm.perm.admin.algorithm_set = rec.algorithmSet[0]
+        commit_restore(tpm, rec.commitState)
         return tpm
 

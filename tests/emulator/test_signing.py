@@ -137,9 +137,8 @@ def test_signatures_match_tpm2_pytss_wire_forms(rsa_key: LoadedObject) -> None:
 
 
 @pytest.mark.parametrize("raw,code", [
-    ("001a000b0000", RC.SCHEME),  # ECDAA: not implemented
-    ("001b000b", RC.SCHEME),  # SM2
-    ("001c000b", RC.SCHEME),  # EC-Schnorr
+    ("001b000b", RC.SCHEME),  # SM2: not implemented (ECDAA and EC-Schnorr are)
+    ("001a00990000", RC.HASH),  # ECDAA's hash is checked before its count
     ("00230000", RC.SCHEME),  # not a signing scheme at all
     ("00180099", RC.HASH),
     ("00180010", RC.HASH),  # a scheme's hash cannot be NULL

@@ -1,5 +1,6 @@
-"""Part 3 hierarchy, dictionary-attack, Clock and PCR-administration commands as
-declarations (clauses 22.5-22.7, 24.4-24.10, 25, 29.2-29.3), merged into ``COMMANDS``.
+"""Part 3 hierarchy, dictionary-attack, Clock, PCR-administration and platform commands
+as declarations (clauses 22.5-22.7, 24.4-24.10, 25, 26.2-26.3, 29.2-29.3), merged into
+``COMMANDS``.
 
 TPMA_CC attributes are libtpms' (read from its TPM_CAP_COMMANDS): the commands that
 replace seeds or flush hierarchies are ``extensive``; ClockRateAdjust and
@@ -16,7 +17,7 @@ from ..codec import UINT32, UINT64, Int
 from ..commands import TPMI_DH_PCR, Auth, Command, Empty, HandleSpec
 from ..constants import CC, IMPLEMENTATION_PCR, RC, RH, TPM_ALG
 from ..crypto import HASHES
-from ..structures import TPM2B_AUTH, TPM2B_DIGEST, TPMI_YES_NO, TPML_PCR_SELECTION
+from ..structures import TPM2B_AUTH, TPM2B_DIGEST, TPMI_YES_NO, TPML_CC, TPML_PCR_SELECTION
 
 
 # ---- handle interface types (Part 2, 9.x): a refused value is TPM_RC_VALUE + Hn -----------
@@ -120,6 +121,17 @@ class PCR_SetAuthValue_In:
     auth: TPM2B_DIGEST
 
 
+@dataclass(frozen=True)
+class PP_Commands_In:
+    setList: TPML_CC
+    clearList: TPML_CC
+
+
+@dataclass(frozen=True)
+class SetAlgorithmSet_In:
+    algorithmSet: UINT32
+
+
 def _auth(name: str, accepts: Callable[[int], bool]) -> tuple[HandleSpec, ...]:
     return (HandleSpec(name, accepts, Auth.USER),)
 
@@ -150,4 +162,6 @@ ADMIN_COMMANDS: tuple[Command, ...] = (
             nv=True),
     Command(CC.ClockSet, _PROVISION, ClockSet_In, Empty, nv=True),
     Command(CC.ClockRateAdjust, _PROVISION, ClockRateAdjust_In, Empty),
+    Command(CC.PP_Commands, _PLATFORM, PP_Commands_In, Empty, nv=True),
+    Command(CC.SetAlgorithmSet, _PLATFORM, SetAlgorithmSet_In, Empty, nv=True),
 )

@@ -20,7 +20,7 @@ power without TPM2_Shutdown counts one failure at the next TPM2_Startup.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -79,20 +79,27 @@ def _uses_auth_value(s: Session | None) -> bool:
 
 @contextmanager
 def guarded(tpm: TPM, handles: Sequence[int], entities: Sequence[Entity],
-            sessions: Sequence[Session | None]) -> Iterator[None]:
+            sessions: Sequence[Session | None]) -> Iterator[Callable[[int], None]]:
     """Wrap the authorization checks of one command: refuse DA-protected entities while
     locked out (CheckLockedOut), and count a TPM_RC_AUTH_FAIL against the entity whose
-    session failed (IncrementLockout / DARegisterFailure)."""
+    session failed (IncrementLockout / DARegisterFailure). The lockout check is the
+    function it gives, to run just before each authorization is checked: the reference
+    checks session by session (CheckAuthSession), so a failed password for a DA-exempt
+    first handle is TPM_RC_BAD_AUTH even while a second handle is locked out."""
     da = tpm.perm.admin.da
     now = tpm.clock_ms()
     self_heal(da, now)
-    for handle, entity, s in zip(handles, entities, sessions, strict=False):
+
+    def check_locked_out(i: int) -> None:
+        if i >= len(handles):
+            return
+        handle, entity, s = handles[i], entities[i], sessions[i]
         if entity.da_exempt or not _uses_auth_value(s):
-            continue
+            return
         if handle == RH.LOCKOUT:
             if not da.lockout_auth_enabled:
                 raise TpmError(RC.LOCKOUT, "lockoutAuth is disabled")
-            continue
+            return
         if da.in_lockout:
             raise TpmError(RC.LOCKOUT, "the TPM is in dictionary-attack lockout")
         if not da.used:
@@ -102,8 +109,9 @@ def guarded(tpm: TPM, handles: Sequence[int], entities: Sequence[Entity],
             if tpm.perm.orderly != Orderly.NONE:
                 tpm.perm.orderly = Orderly.NONE
                 tpm.perm.shutdown_state = None
+
     try:
-        yield
+        yield check_locked_out
     except TpmError as e:
         if base_code(e.rc) == RC.AUTH_FAIL:
             n = (e.rc >> 8) & 0x7  # the failing session's number (format-1, RC_S)

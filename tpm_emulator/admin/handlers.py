@@ -236,3 +236,21 @@ def pcr_set_auth_value(tpm: TPM, inv: Invocation, p: ac.PCR_SetAuthValue_In) -> 
     tpm.reset_data.stclear.pcr_auth = p.auth.rstrip(b"\x00")
     void_orderly(tpm)
     return Empty()
+
+
+# ---- 26.2 PP_Commands, 26.3 SetAlgorithmSet ------------------------------------------------------
+@handles(CC.PP_Commands)
+def pp_commands(tpm: TPM, inv: Invocation, p: ac.PP_Commands_In) -> Empty:
+    """Changing the list needs physical presence, which a virtual TPM never has
+    (admin/presence.py refuses the command before its authorization, so this body
+    only runs if that ever changes); the list stays PP_Commands alone."""
+    raise TpmError(RC.PP, "physical presence is not asserted")
+
+
+@handles(CC.SetAlgorithmSet)
+def set_algorithm_set(tpm: TPM, inv: Invocation, p: ac.SetAlgorithmSet_In) -> Empty:
+    """Part 3, 26.3: the value is the vendor's to interpret; every algorithm this TPM
+    implements stays available whatever it is. It is kept (TPM_PT_ALGORITHM_SET) and
+    survives TPM2_Clear, as in the reference."""
+    tpm.perm.admin.algorithm_set = p.algorithmSet
+    return Empty()

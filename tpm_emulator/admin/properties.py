@@ -1,5 +1,6 @@
 """The TPM_PT values this package owns (Part 2, 6.13): TPMA_PERMANENT (8.6),
-TPMA_STARTUP_CLEAR (8.7) and the dictionary-attack counters and parameters."""
+TPMA_STARTUP_CLEAR (8.7), the dictionary-attack counters and parameters, and the
+algorithm set (TPM2_SetAlgorithmSet)."""
 
 from __future__ import annotations
 
@@ -49,4 +50,5 @@ def admin_properties(tpm: TPM) -> dict[int, int]:
         PT.MAX_AUTH_FAIL: da.max_tries,
         PT.LOCKOUT_INTERVAL: da.recovery_time,
         PT.LOCKOUT_RECOVERY: da.lockout_recovery,
+        PT.ALGORITHM_SET: admin.algorithm_set,
     }

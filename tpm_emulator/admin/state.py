@@ -75,6 +75,7 @@ class AdminState:
     disable_clear: bool = False
     da: DictionaryAttack = field(default_factory=DictionaryAttack)
     pcr_policy: AuthPolicy = AuthPolicy()  # the PCR policy group (PCR_SetAuthPolicy)
+    algorithm_set: int = 0  # TPM2_SetAlgorithmSet's vendor-defined value
 
 
 @dataclass

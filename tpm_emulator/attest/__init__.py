@@ -3,7 +3,8 @@
 ``structures`` holds TPMS_ATTEST and its attested union; ``info`` fills in the common
 header and signs it (FillInAttestInfo / SignAttestInfo, with the privacy obfuscation of
 Part 2, 10.12.12); ``audit`` keeps the command audit list, hash and digest and extends the
-digest after every audited command; ``commands`` declares Quote, Certify,
-CertifyCreation, GetTime, NV_Certify, the two audit-digest commands and
+digest after every audited command; ``x509`` reads CertifyX509's partial certificate
+and encodes what the TPM adds to it; ``commands`` declares Quote, Certify,
+CertifyCreation, CertifyX509, GetTime, NV_Certify, the two audit-digest commands and
 SetCommandCodeAuditStatus, and ``handlers`` runs them.
 """

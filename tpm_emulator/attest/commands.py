@@ -22,7 +22,7 @@ from ..constants import CC, HT, MAX_ACTIVE_SESSIONS, RC, RH, TPM_ALG
 from ..crypto import HASHES
 from ..keys.signing import TPMT_SIG_SCHEME, TPMT_SIGNATURE
 from ..nv.commands import TPMI_RH_NV_AUTH, TPMI_RH_NV_INDEX, TPMI_RH_PROVISION
-from ..structures import TPM2B_DIGEST, TPML_PCR_SELECTION
+from ..structures import TPM2B_DIGEST, TPM2B_MAX_BUFFER, TPML_PCR_SELECTION
 from .structures import TPM2B_ATTEST, TPMT_TK_CREATION_IN
 
 
@@ -93,6 +93,24 @@ class SetCommandCodeAuditStatus_In:
     clearList: TPML_CC_IN
 
 
+@dataclass(frozen=True)
+class CertifyX509_In:
+    """Part 3, 18.8.2. ``reserved`` (qualifyingData before 1.59) must be empty."""
+
+    reserved: TPM2B_DATA
+    inScheme: TPMT_SIG_SCHEME
+    partialCertificate: TPM2B_MAX_BUFFER
+
+
+@dataclass(frozen=True)
+class CertifyX509_Out:
+    """Part 3, 18.8.2: the DER the TPM added, the digest it signed, the signature."""
+
+    addedToCertificate: TPM2B_MAX_BUFFER
+    tbsDigest: TPM2B_DIGEST
+    signature: TPMT_SIGNATURE
+
+
 _SIGN = HandleSpec("signHandle", TPMI_DH_OBJECT_NULL, Auth.USER)
 _PRIVACY = HandleSpec("privacyAdminHandle", TPMI_RH_ENDORSEMENT, Auth.USER)
 
@@ -113,6 +131,10 @@ ATTEST_COMMANDS: tuple[Command, ...] = (
             (_SIGN, HandleSpec("authHandle", TPMI_RH_NV_AUTH, Auth.USER),
              HandleSpec("nvIndex", TPMI_RH_NV_INDEX)),
             NV_Certify_In, Attest_Out, decrypt=True, encrypt=True),
+    # CertifyX509 signs with a key: its signHandle cannot be TPM_RH_NULL.
+    Command(CC.CertifyX509, (HandleSpec("objectHandle", TPMI_DH_OBJECT, Auth.ADMIN),
+                             HandleSpec("signHandle", TPMI_DH_OBJECT, Auth.USER)),
+            CertifyX509_In, CertifyX509_Out, decrypt=True, encrypt=True),
     Command(CC.SetCommandCodeAuditStatus,
             (HandleSpec("auth", TPMI_RH_PROVISION, Auth.USER),),
             SetCommandCodeAuditStatus_In, Empty, nv=True),

@@ -14,12 +14,21 @@ from ..commands import Empty
 from ..constants import CC, RC, RH, ST, TPM_ALG
 from ..crypto import HASHES, equal
 from ..errors import TpmError, with_handle, with_parameter
+from ..keys.signing import SCHEMES_FOR_TYPE, sign
 from ..nv.public import MAX_NV_BUFFER_SIZE
 from ..nv.store import check_read_access
 from ..objects import store
 from ..structures import TPML_PCR_SELECTION, TPMS_PCR_SELECTION, TPMS_TIME_INFO
 from . import commands as ac
-from .info import attestation, firmware_version, sign_attestation, signing_key, signing_scheme
+from . import x509
+from .info import (
+    attestation,
+    firmware_version,
+    is_anonymous,
+    sign_attestation,
+    signing_key,
+    signing_scheme,
+)
 from .structures import (
     ST_ATTEST_NV_DIGEST,
     TPMS_CERTIFY_INFO,
@@ -58,7 +67,7 @@ def quote(tpm: TPM, inv: Invocation, p: ac.Quote_In) -> ac.Attest_Out:
         raise TpmError(with_parameter(RC.SCHEME, 2), "a quote needs a scheme hash")
     selection, values = _selected_pcrs(tpm, p.PCRselect)
     info = TPMS_QUOTE_INFO(selection, HASHES[scheme.hashAlg].digest(*values))
-    attest = attestation(tpm, obj, p.qualifyingData, ST.ATTEST_QUOTE, info)
+    attest = attestation(tpm, obj, scheme, p.qualifyingData, ST.ATTEST_QUOTE, info)
     return ac.Attest_Out(*sign_attestation(tpm, obj, scheme, attest))
 
 
@@ -77,9 +86,48 @@ def certify(tpm: TPM, inv: Invocation, p: ac.Attest_In) -> ac.Attest_Out:
     certified = store.get(tpm, inv.handles[0])
     obj = signing_key(tpm, inv.handles[1], 2)
     scheme = signing_scheme(obj, p.inScheme, 2)
-    info = TPMS_CERTIFY_INFO(certified.name, certified.qualified_name)
-    attest = attestation(tpm, obj, p.qualifyingData, ST.ATTEST_CERTIFY, info)
+    # An anonymous signature must not link the object to its parents either.
+    qualified = b"" if is_anonymous(scheme) else certified.qualified_name
+    info = TPMS_CERTIFY_INFO(certified.name, qualified)
+    attest = attestation(tpm, obj, scheme, p.qualifyingData, ST.ATTEST_CERTIFY, info)
     return ac.Attest_Out(*sign_attestation(tpm, obj, scheme, attest))
+
+
+# ---- 18.8 CertifyX509 -------------------------------------------------------------------
+@_handles(CC.CertifyX509)
+def certify_x509(tpm: TPM, inv: Invocation, p: ac.CertifyX509_In) -> ac.CertifyX509_Out:
+    """Checks in libtpms' order. Its response-code table numbers signHandle as handle 1
+    and objectHandle as handle 2, the reverse of their places in the command; codes
+    are numbered that way here too, so a TSS sees what libtpms answers."""
+    certified = store.get(tpm, inv.handles[0])
+    if p.reserved:
+        raise TpmError(with_parameter(RC.SIZE, 1), "reserved must be empty")
+    signer = signing_key(tpm, inv.handles[1], 1)
+    assert signer is not None  # TPMI_DH_OBJECT: signHandle is never TPM_RH_NULL
+    scheme = signing_scheme(signer, p.inScheme, 2)
+    # A key without a scheme of its own takes the command's, which must suit the key
+    # type (CryptSelectSignScheme): RSASSA for an ECC key is refused here, not later.
+    if scheme.scheme not in SCHEMES_FOR_TYPE.get(signer.public.type, ()):
+        raise TpmError(with_parameter(RC.SCHEME, 2), "scheme does not suit the key type")
+    subject_key = x509.subject_public_key_info(certified.public)
+    if subject_key is None:
+        raise TpmError(with_handle(RC.ASYMMETRIC, 2), "no SubjectPublicKeyInfo for it")
+    try:
+        partial = x509.split_partial(p.partialCertificate)
+    except TpmError as e:
+        raise TpmError(with_parameter(e.rc, 3), str(e)) from None
+    signature_alg = partial.signature or x509.signature_algorithm(signer.public, scheme)
+    if not signature_alg:
+        raise TpmError(with_handle(RC.SCHEME, 1), "no AlgorithmIdentifier for the scheme")
+    try:
+        x509.check_extensions(certified.public, partial.extensions)
+    except TpmError as e:
+        numbered = with_handle(e.rc, 2) if e.rc == RC.ATTRIBUTES else with_parameter(e.rc, 3)
+        raise TpmError(numbered, str(e)) from None
+    added, tbs = x509.complete(partial, subject_key, signature_alg, signer.public.nameAlg,
+                               signer.name, certified.name)
+    digest = HASHES[scheme.hashAlg].digest(tbs)
+    return ac.CertifyX509_Out(added, digest, sign(signer, scheme, digest))
 
 
 # ---- 18.3 CertifyCreation --------------------------------------------------------------
@@ -99,7 +147,7 @@ def certify_creation(tpm: TPM, inv: Invocation, p: ac.CertifyCreation_In) -> ac.
     if not expect or not equal(expect, ticket.digest):
         raise TpmError(with_parameter(RC.TICKET, 4), "creation ticket does not match")
     info = TPMS_CREATION_INFO(certified.name, p.creationHash)
-    attest = attestation(tpm, obj, p.qualifyingData, ST.ATTEST_CREATION, info)
+    attest = attestation(tpm, obj, scheme, p.qualifyingData, ST.ATTEST_CREATION, info)
     return ac.Attest_Out(*sign_attestation(tpm, obj, scheme, attest))
 
 
@@ -112,7 +160,7 @@ def get_time(tpm: TPM, inv: Invocation, p: ac.Attest_In) -> ac.Attest_Out:
     # endorsement hierarchy's authorization already allowed revealing it.
     info = TPMS_TIME_ATTEST_INFO(TPMS_TIME_INFO(tpm.time_ms(), tpm.clock_info()),
                                  firmware_version(tpm))
-    attest = attestation(tpm, obj, p.qualifyingData, ST.ATTEST_TIME, info)
+    attest = attestation(tpm, obj, scheme, p.qualifyingData, ST.ATTEST_TIME, info)
     return ac.Attest_Out(*sign_attestation(tpm, obj, scheme, attest))
 
 
@@ -140,7 +188,7 @@ def nv_certify(tpm: TPM, inv: Invocation, p: ac.NV_Certify_In) -> ac.Attest_Out:
         digest = HASHES[scheme.hashAlg].digest(bytes(index.data)) \
             if scheme.hashAlg in HASHES else b""
         info = TPMS_NV_DIGEST_CERTIFY_INFO(name, digest)
-    attest = attestation(tpm, obj, p.qualifyingData, st, info)
+    attest = attestation(tpm, obj, scheme, p.qualifyingData, st, info)
     return ac.Attest_Out(*sign_attestation(tpm, obj, scheme, attest))
 
 
@@ -156,7 +204,7 @@ def get_session_audit_digest(tpm: TPM, inv: Invocation, p: ac.Attest_In) -> ac.A
         raise TpmError(with_handle(RC.TYPE, 3), "not an audit session")
     info = TPMS_SESSION_AUDIT_INFO(int(table.is_exclusive_audit(session)),
                                    session.audit_digest)
-    attest = attestation(tpm, obj, p.qualifyingData, ST.ATTEST_SESSION_AUDIT, info)
+    attest = attestation(tpm, obj, scheme, p.qualifyingData, ST.ATTEST_SESSION_AUDIT, info)
     return ac.Attest_Out(*sign_attestation(tpm, obj, scheme, attest))
 
 
@@ -170,7 +218,7 @@ def get_command_audit_digest(tpm: TPM, inv: Invocation, p: ac.Attest_In) -> ac.A
     info = TPMS_COMMAND_AUDIT_INFO(audit.counter, audit.hash_alg,
                                    audit.current_digest(tpm.reset_data.null_proof),
                                    audit.command_digest())
-    attest = attestation(tpm, obj, p.qualifyingData, ST.ATTEST_COMMAND_AUDIT, info)
+    attest = attestation(tpm, obj, scheme, p.qualifyingData, ST.ATTEST_COMMAND_AUDIT, info)
     out = ac.Attest_Out(*sign_attestation(tpm, obj, scheme, attest))
     # A signed report closes the audit run: the next audited command starts a new
     # digest and counts up (Part 3, 18.6.1). An unsigned one changes nothing.

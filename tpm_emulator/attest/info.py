@@ -58,12 +58,22 @@ def firmware_version(tpm: TPM) -> int:
     return (props[PT.FIRMWARE_VERSION_1] << 32) | props[PT.FIRMWARE_VERSION_2]
 
 
-def attestation(tpm: TPM, obj: LoadedObject | None, qualifying_data: bytes, st: int,
-                attested: Any) -> TPMS_ATTEST:
+def is_anonymous(scheme: TPMT_SIG_SCHEME) -> bool:
+    """ECDAA is the one anonymous scheme (the reference's CryptIsSchemeAnonymous)."""
+    return scheme.scheme == TPM_ALG.ECDAA
+
+
+def attestation(tpm: TPM, obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME,
+                qualifying_data: bytes, st: int, attested: Any) -> TPMS_ATTEST:
     """A TPMS_ATTEST of type ``st`` (the reference's FillInAttestInfo). The signer is
     named by its qualified Name (the handle TPM_RH_NULL when unsigned); the caller's
-    qualifyingData becomes extraData."""
-    signer = _U32.pack(RH.NULL) if obj is None else obj.qualified_name
+    qualifyingData becomes extraData. An anonymous (ECDAA) signature names no signer
+    and carries no extraData, as libtpms does: the verifier's nonce is bound through
+    the commitment instead, and a Name would say which key signed."""
+    if is_anonymous(scheme):
+        signer, qualifying_data = b"", b""
+    else:
+        signer = _U32.pack(RH.NULL) if obj is None else obj.qualified_name
     clock = tpm.clock_info()
     firmware = firmware_version(tpm)
     if obj is None or obj.hierarchy not in _PLAIN_HIERARCHIES:
@@ -86,7 +96,7 @@ def sign_attestation(tpm: TPM, obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME
     blob = marshal(attest)
     if obj is None or scheme.scheme == TPM_ALG.NULL:
         return blob, TPMT_SIGNATURE(TPM_ALG.NULL)
-    signature = sign(obj, scheme, HASHES[scheme.hashAlg].digest(blob))
+    signature = sign(obj, scheme, HASHES[scheme.hashAlg].digest(blob), tpm.reset_data.commit)
     if tpm.perm.orderly != Orderly.NONE:
         tpm.perm.orderly = Orderly.NONE
         tpm.perm.shutdown_state = None

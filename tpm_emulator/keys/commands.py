@@ -312,3 +312,8 @@ KEY_COMMANDS: tuple[Command, ...] = (
     Command(CC.VerifySignature, (_key(),), VerifySignature_In, VerifySignature_Out,
             decrypt=True),
 )
+
+# The ECC commands beyond ECDH (ECC_Parameters, EC_Ephemeral, Commit, ZGen_2Phase).
+from .ecc_commands import ECC_COMMANDS  # noqa: E402
+
+KEY_COMMANDS = KEY_COMMANDS + ECC_COMMANDS

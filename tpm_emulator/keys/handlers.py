@@ -352,7 +352,7 @@ def sign_(tpm: TPM, inv: Invocation, p: kc.Sign_In) -> kc.Sign_Out:
     ticket = TPMT_TK_HASHCHECK(p.validation.tag, p.validation.hierarchy, p.validation.digest)
     check_sign_digest(obj, scheme, p.digest, ticket,
                       tpm.hierarchy_proof(p.validation.hierarchy))
-    return kc.Sign_Out(sign(obj, scheme, p.digest))
+    return kc.Sign_Out(sign(obj, scheme, p.digest, tpm.reset_data.commit))
 
 
 @handles(CC.VerifySignature)
@@ -375,5 +375,7 @@ def verify_signature(tpm: TPM, inv: Invocation,
     return kc.VerifySignature_Out(TPMT_TK_VERIFIED(ST.VERIFIED, obj.hierarchy, digest))
 
 
-# The HMAC and sequence commands register from their own module.
+# The HMAC and sequence commands, and the ECC commands beyond ECDH, register from their
+# own modules.
+from . import ecc_handlers as _ecc_handlers  # noqa: E402, F401
 from . import hash_handlers as _hash_handlers  # noqa: E402, F401

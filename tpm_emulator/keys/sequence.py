@@ -74,7 +74,10 @@ class SequenceObject(LoadedObject):
         self.name = b""  # no nameAlg: the Name is the Empty Buffer
 
     def entity(self, role: Auth | None = None) -> Entity:
-        return Entity(b"", self.auth, b"", da_exempt=True)
+        """The authValue serves every role but DUP: the reference's IsPolicySessionRequired
+        asks a policy session for the DUP role whatever the object (a password or HMAC
+        session: TPM_RC_AUTH_TYPE), and a sequence has no policy to satisfy one."""
+        return Entity(b"", self.auth, b"", da_exempt=True, policy_required=role is Auth.DUP)
 
     def stored_sensitive(self) -> TPMT_SENSITIVE:
         """The authValue and running state, in a sensitive area so that the object

@@ -4,9 +4,9 @@ verifying with RSASSA and RSASSA-PSS (Part 1, Annex B), ECDSA (Annex C) and HMAC
 
 Used by TPM2_Sign and TPM2_VerifySignature and by every attestation command. All
 errors are *bare* response codes (TPM_RC_SCHEME, _VALUE, _KEY …); the command that
-calls adds the handle or parameter number, as the reference does. ECDAA, SM2 and
-EC-Schnorr are not implemented: a scheme or signature naming them is refused while
-unmarshalling, with TPM_RC_SCHEME.
+calls adds the handle or parameter number, as the reference does. EC-Schnorr and
+ECDAA (with a TPM2_Commit value) are in ``ecdaa``; SM2 is not implemented: a scheme or
+signature naming it is refused while unmarshalling, with TPM_RC_SCHEME.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
-from ..codec import Int, Sized
+from ..codec import UINT16, Int, Sized
 from ..constants import RC, TPM_ALG
 from ..crypto import HASHES, equal, hashcheck_hmac
 from ..errors import TpmError, with_parameter
@@ -35,6 +35,8 @@ from ..objects.public import (
     TPMT_SENSITIVE,
 )
 from ..structures import TPMI_ALG_HASH, TPMT_HA, TPMT_TK_HASHCHECK, Selected
+from . import ec_math, ecdaa
+from .commit import CommitState
 
 if TYPE_CHECKING:
     from ..objects.store import LoadedObject
@@ -43,7 +45,7 @@ NULL = TPM_ALG.NULL
 # The signing schemes this TPM implements, and which key type each one needs.
 SCHEMES_FOR_TYPE: dict[int, tuple[int, ...]] = {
     TPM_ALG.RSA: (TPM_ALG.RSASSA, TPM_ALG.RSAPSS),
-    TPM_ALG.ECC: (TPM_ALG.ECDSA,),
+    TPM_ALG.ECC: (TPM_ALG.ECDSA, TPM_ALG.ECDAA, TPM_ALG.ECSCHNORR),
     TPM_ALG.KEYEDHASH: (TPM_ALG.HMAC,),
 }
 SIG_SCHEMES: tuple[int, ...] = tuple(s for ss in SCHEMES_FOR_TYPE.values() for s in ss)
@@ -69,8 +71,17 @@ class TPMS_SCHEME_HASH:
     hashAlg: TPMI_ALG_HASH
 
 
+@dataclass(frozen=True)
+class TPMS_SCHEME_ECDAA(TPMS_SCHEME_HASH):
+    """Part 2, 11.1.18: ECDAA's details add the TPM2_Commit counter whose value the
+    signature uses (keys/ecdaa.py)."""
+
+    count: UINT16 = 0
+
+
 # TPMU_SIG_SCHEME (Part 2, 11.2.1.4): the members, by scheme.
 _SCHEME_DETAILS: dict[int, type] = {alg: TPMS_SCHEME_HASH for alg in SIG_SCHEMES}
+_SCHEME_DETAILS[TPM_ALG.ECDAA] = TPMS_SCHEME_ECDAA
 _SCHEME_DETAILS[NULL] = TPMS_EMPTY
 
 
@@ -83,7 +94,9 @@ class TPMT_SIG_SCHEME:
     details: Annotated[Any, Selected("scheme", _SCHEME_DETAILS)] = TPMS_EMPTY()
 
     @classmethod
-    def of(cls, scheme: int, hash_alg: int = NULL) -> TPMT_SIG_SCHEME:
+    def of(cls, scheme: int, hash_alg: int = NULL, count: int = 0) -> TPMT_SIG_SCHEME:
+        if scheme == TPM_ALG.ECDAA:
+            return cls(scheme, TPMS_SCHEME_ECDAA(hash_alg, count))
         return cls(scheme, TPMS_EMPTY() if scheme == NULL else TPMS_SCHEME_HASH(hash_alg))
 
     @property
@@ -122,6 +135,8 @@ class TPMT_SIGNATURE:
         TPM_ALG.RSASSA: TPMS_SIGNATURE_RSA,
         TPM_ALG.RSAPSS: TPMS_SIGNATURE_RSA,
         TPM_ALG.ECDSA: TPMS_SIGNATURE_ECC,
+        TPM_ALG.ECDAA: TPMS_SIGNATURE_ECC,
+        TPM_ALG.ECSCHNORR: TPMS_SIGNATURE_ECC,
         TPM_ALG.HMAC: TPMT_HA,
         NULL: TPMS_EMPTY,
     })] = TPMS_EMPTY()
@@ -147,6 +162,8 @@ class TPMT_SIGNATURE_IN(TPMT_SIGNATURE):
         TPM_ALG.RSASSA: TPMS_SIGNATURE_RSA,
         TPM_ALG.RSAPSS: TPMS_SIGNATURE_RSA,
         TPM_ALG.ECDSA: TPMS_SIGNATURE_ECC,
+        TPM_ALG.ECDAA: TPMS_SIGNATURE_ECC,
+        TPM_ALG.ECSCHNORR: TPMS_SIGNATURE_ECC,
         TPM_ALG.HMAC: TPMT_HA,
     })] = TPMS_EMPTY()
 
@@ -164,7 +181,7 @@ def key_scheme(pub: TPMT_PUBLIC) -> TPMT_SIG_SCHEME:
     """The key's own signing scheme from its public area (NULL if it has none)."""
     p = pub.parameters
     if isinstance(p, TPMS_RSA_PARMS | TPMS_ECC_PARMS | TPMS_KEYEDHASH_PARMS):
-        return TPMT_SIG_SCHEME.of(p.scheme.scheme, p.scheme.hashAlg)
+        return TPMT_SIG_SCHEME.of(p.scheme.scheme, p.scheme.hashAlg, p.scheme.extra)
     return NULL_SCHEME
 
 
@@ -191,17 +208,21 @@ def select_scheme(obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME) -> TPMT_SIG
         if own.scheme in SPLIT_SCHEMES:
             raise TpmError(RC.SCHEME, "the key's scheme needs the caller's commit data")
         return own
-    if scheme != own:
+    # Scheme and hash must agree; ECDAA's commit count is the caller's (CryptSelectSignScheme).
+    if (scheme.scheme, scheme.hashAlg) != (own.scheme, own.hashAlg):
         raise TpmError(RC.SCHEME, "scheme or hash differs from the key's")
     return scheme
 
 
 # ---- signing ---------------------------------------------------------------------------
-def sign(obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME, digest: bytes) -> TPMT_SIGNATURE:
+def sign(obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME, digest: bytes,
+         commits: CommitState | None = None) -> TPMT_SIGNATURE:
     """Sign ``digest`` with a loaded key and an already selected scheme (the reference's
     CryptSign). No key or scheme NULL gives the NULL signature. A scheme the key type
     cannot use is TPM_RC_SCHEME; an RSA digest that is not the scheme hash's size or
-    does not fit the modulus is TPM_RC_VALUE; a public-only key is TPM_RC_KEY."""
+    does not fit the modulus is TPM_RC_VALUE; a public-only key is TPM_RC_KEY.
+    ECDAA needs the TPM's ``commits`` (TPM_RC_SCHEME without them; TPM_RC_VALUE for a
+    count that names no outstanding commitment)."""
     if obj is None or scheme.scheme == NULL:
         return NULL_SIGNATURE
     pub, alg, h = obj.public, scheme.scheme, scheme.hashAlg
@@ -211,6 +232,8 @@ def sign(obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME, digest: bytes) -> TP
         raise TpmError(RC.KEY, "a public-only key cannot sign")
     if alg == TPM_ALG.HMAC:
         return TPMT_SIGNATURE(alg, TPMT_HA(h, HASHES[h].hmac(obj.sensitive.sensitive, digest)))
+    if alg in (TPM_ALG.ECDAA, TPM_ALG.ECSCHNORR):
+        return _sign_schnorr_type(obj, scheme, digest, commits)
     key = private_key(pub, obj.sensitive)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         assert isinstance(pub.parameters, TPMS_ECC_PARMS)
@@ -250,6 +273,14 @@ def verify(pub: TPMT_PUBLIC, digest: bytes, signature: TPMT_SIGNATURE,
             return False
         expect = HASHES[sig.hashAlg].hmac(sensitive.sensitive, digest)
         return equal(expect, sig.digest)
+    if alg in SPLIT_SCHEMES:  # needs the commit's points: not verifiable by the TPM
+        raise TpmError(RC.SCHEME, "an ECDAA signature cannot be verified by the TPM")
+    if alg == TPM_ALG.ECSCHNORR:
+        assert isinstance(sig, TPMS_SIGNATURE_ECC) and isinstance(pub.parameters,
+                                                                  TPMS_ECC_PARMS)
+        c = ec_math.curve(pub.parameters.curveID)
+        q = (int.from_bytes(pub.unique.x, "big"), int.from_bytes(pub.unique.y, "big"))
+        return ecdaa.verify_schnorr(c, q, sig.hash, digest, sig.signatureR, sig.signatureS)
     key = public_key(pub)
     try:
         if isinstance(sig, TPMS_SIGNATURE_ECC) and isinstance(key, ec.EllipticCurvePublicKey):
@@ -268,6 +299,24 @@ def verify(pub: TPMT_PUBLIC, digest: bytes, signature: TPMT_SIGNATURE,
     except (InvalidSignature, ValueError):
         return False
     return False  # pragma: no cover - the scheme table keeps types and members together
+
+
+def _sign_schnorr_type(obj: LoadedObject, scheme: TPMT_SIG_SCHEME, digest: bytes,
+                       commits: CommitState | None) -> TPMT_SIGNATURE:
+    """EC-Schnorr and ECDAA (keys/ecdaa.py): (r, s) or (nonceK, s) in TPMS_SIGNATURE_ECC."""
+    pub = obj.public
+    assert isinstance(pub.parameters, TPMS_ECC_PARMS) and obj.sensitive is not None
+    c = ec_math.curve(pub.parameters.curveID)
+    d = int.from_bytes(obj.sensitive.sensitive, "big")
+    h = scheme.hashAlg
+    if scheme.scheme == TPM_ALG.ECSCHNORR:
+        r, s = ecdaa.sign_schnorr(c, d, h, digest)
+    else:
+        if commits is None:
+            raise TpmError(RC.SCHEME, "ECDAA signing is not available to this command")
+        assert isinstance(scheme.details, TPMS_SCHEME_ECDAA)
+        r, s = ecdaa.sign_ecdaa(c, d, h, digest, scheme.details.count, obj.name, commits)
+    return TPMT_SIGNATURE(scheme.scheme, TPMS_SIGNATURE_ECC(h, r, s))
 
 
 # ---- TPM2_Sign's digest rule for restricted keys (Part 3, 20.2.1) ----------------------
@@ -343,4 +392,6 @@ SIGNING_ALGORITHMS: tuple[tuple[int, int], ...] = (
     (TPM_ALG.RSASSA, 0x101),
     (TPM_ALG.RSAPSS, 0x101),
     (TPM_ALG.ECDSA, 0x101),
+    (TPM_ALG.ECDAA, 0x101),
+    (TPM_ALG.ECSCHNORR, 0x101),
 )

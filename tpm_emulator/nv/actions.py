@@ -62,12 +62,16 @@ def nv_define_space(tpm: TPM, inv: Invocation, p: c.NV_DefineSpace_In) -> Empty:
     if len(p.auth.rstrip(b"\x00")) > digest_size:
         raise TpmError(with_parameter(RC.SIZE, 1), "auth larger than the nameAlg digest")
     nt = public.nt
-    if nt not in _SUPPORTED_TYPES:  # PIN_PASS / PIN_FAIL are not implemented
+    if nt not in tuple(TPM_NT):
         raise bad_public
     expected_size = {TPM_NT.ORDINARY: None, TPM_NT.EXTEND: digest_size}.get(TPM_NT(nt), 8)
     if (public.dataSize > MAX_NV_INDEX_SIZE if expected_size is None
             else public.dataSize != expected_size):
         raise TpmError(with_parameter(RC.SIZE, 2), "dataSize for the index type")
+    # PIN_PASS / PIN_FAIL are not implemented; libtpms knows them, so their dataSize is
+    # checked (8, a TPMS_NV_PIN_COUNTER_PARAMETERS) before they are refused.
+    if nt not in _SUPPORTED_TYPES:
+        raise bad_public
     if nt in (TPM_NT.COUNTER, TPM_NT.BITS) and attrs & TPMA_NV.CLEAR_STCLEAR:
         raise bad_public
     if not attrs & _ONE_OF_WRITE or not attrs & _ONE_OF_READ or attrs & _STATE_BITS:

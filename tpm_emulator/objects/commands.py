@@ -28,8 +28,9 @@ from .public import (
     TPM2B_NAME,
     TPM2B_PRIVATE,
     TPM2B_PUBLIC,
-    TPM2B_SENSITIVE,
+    TPM2B_PUBLIC_NAMED,
     TPM2B_SENSITIVE_CREATE,
+    TPM2B_SENSITIVE_IN,
     TPMT_TK_CREATION,
 )
 
@@ -52,7 +53,7 @@ TPMI_DH_PERSISTENT = Annotated[int, Int("I", range(0x81000000, 0x82000000), RC.V
 @dataclass(frozen=True)
 class Create_In:
     inSensitive: TPM2B_SENSITIVE_CREATE
-    inPublic: TPM2B_PUBLIC
+    inPublic: TPM2B_PUBLIC_NAMED
     outsideInfo: TPM2B_DATA
     creationPCR: TPML_PCR_SELECTION
 
@@ -79,7 +80,7 @@ class Create_Out:
 @dataclass(frozen=True)
 class Load_In:
     inPrivate: TPM2B_PRIVATE
-    inPublic: TPM2B_PUBLIC
+    inPublic: TPM2B_PUBLIC_NAMED
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Load_Out:
 
 @dataclass(frozen=True)
 class LoadExternal_In:
-    inPrivate: TPM2B_SENSITIVE
+    inPrivate: TPM2B_SENSITIVE_IN
     inPublic: TPM2B_PUBLIC
     hierarchy: TPMI_RH_HIERARCHY_NULL
 

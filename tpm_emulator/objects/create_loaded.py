@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..codec import unmarshal
-from ..commands import MAX_LOADED_OBJECTS
 from ..constants import CC, RC, TPM_ALG
 from ..errors import TpmError, with_handle, with_parameter
 from ..handlers import Invocation, handles
@@ -90,7 +89,7 @@ def create_loaded(tpm: TPM, inv: Invocation, p: dc.CreateLoaded_In) -> dc.Create
     parent = _parent(tpm, handle)
     derivation = parent is not None and is_derivation_parent(parent.public)
     # The reference finds the slot before it reads the template.
-    if len(tpm.reset_data.objects) >= MAX_LOADED_OBJECTS:
+    if not store.slot_available(tpm, inv.handles):
         raise TpmError(RC.OBJECT_MEMORY)
     pub, derive = _template(p.inPublic, derivation)
     if pub.nameAlg == TPM_ALG.NULL:  # a template's nameAlg is TPMI_ALG_HASH without NULL

@@ -17,6 +17,7 @@ from .public import (
     TPM2B_NAME,
     TPM2B_PRIVATE,
     TPM2B_PUBLIC,
+    TPM2B_PUBLIC_NAMED,
     TPM2B_SENSITIVE_CREATE,
     SymDef,
     SymDefObject,
@@ -84,7 +85,7 @@ class Rewrap_Out:
 @dataclass(frozen=True)
 class Import_In:
     encryptionKey: TPM2B_DATA
-    objectPublic: TPM2B_PUBLIC
+    objectPublic: TPM2B_PUBLIC_NAMED
     duplicate: TPM2B_PRIVATE
     inSymSeed: TPM2B_ENCRYPTED_SECRET
     symmetricAlg: TPMT_SYM_DEF_OBJECT

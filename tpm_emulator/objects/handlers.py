@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from ..admin.hierarchy import enabled
 from ..codec import marshal
-from ..commands import MAX_LOADED_OBJECTS
 from ..constants import CC, HT, RC, RH, TPM_ALG
 from ..crypto import open_context, seal_context, split_context
 from ..errors import TpmError, with_handle, with_parameter
@@ -16,14 +15,10 @@ from ..handlers import Invocation, handles
 from ..structures import TPML_PCR_SELECTION, TPMS_CONTEXT, TPMS_PCR_SELECTION
 from . import commands as oc
 from . import store
-from .checks import (
-    create_checks,
-    external_key_checks,
-    public_attributes_validation,
-    scheme_checks,
-)
+from .checks import create_checks, public_attributes_validation
 from .derive import consistent, generate, primary_rng, random_rng
 from .derived import is_parent
+from .external import validate_external
 from .protect import protect, unprotect
 from .public import (
     TPMA_OBJECT,
@@ -100,6 +95,8 @@ def _storage_parent(tpm: TPM, handle: int) -> LoadedObject:
 @handles(CC.CreatePrimary)
 def create_primary(tpm: TPM, inv: Invocation, p: oc.Create_In) -> oc.CreatePrimary_Out:
     hierarchy = inv.handles[0]
+    if not store.slot_available(tpm):  # the reference finds the slot first
+        raise TpmError(RC.OBJECT_MEMORY)
     pub = p.inPublic
     try:
         create_checks(None, pub, len(p.inSensitive.data))
@@ -141,6 +138,11 @@ def create(tpm: TPM, inv: Invocation, p: oc.Create_In) -> oc.Create_Out:
 # ---- Load (Part 3, 12.2) ---------------------------------------------------------------
 @handles(CC.Load)
 def load(tpm: TPM, inv: Invocation, p: oc.Load_In) -> oc.Load_Out:
+    # The reference's order: a slot for the object, a private area at all, a parent.
+    if not store.slot_available(tpm, inv.handles):
+        raise TpmError(RC.OBJECT_MEMORY)
+    if not p.inPrivate:
+        raise TpmError(with_parameter(RC.SIZE, 1), "empty inPrivate")
     parent = _storage_parent(tpm, inv.handles[0])
     pub = p.inPublic
     try:
@@ -164,7 +166,7 @@ def load(tpm: TPM, inv: Invocation, p: oc.Load_In) -> oc.Load_Out:
 @handles(CC.LoadExternal)
 def load_external(tpm: TPM, inv: Invocation, p: oc.LoadExternal_In) -> oc.Load_Out:
     pub = p.inPublic
-    if len(tpm.reset_data.objects) >= MAX_LOADED_OBJECTS:  # the reference looks first
+    if not store.slot_available(tpm):  # the reference looks first
         raise TpmError(RC.OBJECT_MEMORY)
     if not enabled(tpm.reset_data.stclear, p.hierarchy):
         raise TpmError(with_parameter(RC.HIERARCHY, 3), "the hierarchy is disabled")
@@ -175,22 +177,20 @@ def load_external(tpm: TPM, inv: Invocation, p: oc.LoadExternal_In) -> oc.Load_O
         # (fixedTPM/fixedParent) or sign/decrypt as a restricted key would.
         if pub.has(A.fixedTPM) or pub.has(A.fixedParent) or pub.has(A.restricted):
             raise TpmError(with_parameter(RC.ATTRIBUTES, 2), "external fixed object")
+    sens = None
+    if p.inPrivate is not None:
+        s = p.inPrivate
+        sens = TPMT_SENSITIVE(s.sensitiveType, s.authValue, s.seedValue, s.sensitive)
+    validate_external(pub, sens)  # ObjectLoad, in the reference's order (external.py)
     if pub.nameAlg == TPM_ALG.NULL:
-        raise TpmError(with_parameter(RC.HASH, 2))
-    try:  # ObjectLoad: full checks with a sensitive area, scheme checks without
-        if p.inPrivate is None:
-            scheme_checks(None, pub)
-        else:
-            public_attributes_validation(None, pub)
-        external_key_checks(pub, public_only=p.inPrivate is None)
-    except TpmError as e:
-        raise TpmError(with_parameter(e.rc, 2), str(e)) from None
-    if p.inPrivate is not None and not consistent(pub, p.inPrivate):
-        raise TpmError(RC.BINDING, "public and sensitive areas do not match")
+        # libtpms would load it, with no Name. Here a nameAlg of NULL marks a sequence
+        # object (keys/sequence.py), so such a key is refused, but only once every
+        # check libtpms makes has passed: a malformed one earns libtpms' code.
+        raise TpmError(with_parameter(RC.HASH, 2), "an external object without a Name")
     name = pub.name()
     # An external object's qualified Name is its Name (reference ObjectSetLoadedAttributes):
     # the TPM vouches for no parent chain, whichever hierarchy it is loaded in.
-    obj = LoadedObject(pub, p.inPrivate, p.hierarchy, name, name)
+    obj = LoadedObject(pub, sens, p.hierarchy, name, name)
     return oc.Load_Out(store.load(tpm, obj), name)
 
 
@@ -223,12 +223,17 @@ def object_change_auth(tpm: TPM, inv: Invocation,
                        p: oc.ObjectChangeAuth_In) -> oc.ObjectChangeAuth_Out:
     obj = store.get(tpm, inv.handles[0])
     parent = store.get(tpm, inv.handles[1])
-    if (not is_parent(parent.public) or obj.sensitive is None
-            or qualified_name(obj.public, parent.qualified_name, obj.name) != obj.qualified_name):
-        raise TpmError(with_handle(RC.TYPE, 2), "not the object's parent")
+    # The reference's order: a sequence object has no authValue to change (H1), then
+    # the new authValue must fit the nameAlg (P1), and only then is the parent checked
+    # against the object's qualified Name (H2).
+    if obj.public.nameAlg == TPM_ALG.NULL:
+        raise TpmError(with_handle(RC.TYPE, 1), "a sequence object")
     size = obj.public.name_hash.size
     if len(p.newAuth.rstrip(b"\x00")) > size:
         raise TpmError(with_parameter(RC.SIZE, 1))
+    if (not is_parent(parent.public) or obj.sensitive is None
+            or qualified_name(obj.public, parent.qualified_name, obj.name) != obj.qualified_name):
+        raise TpmError(with_handle(RC.TYPE, 2), "not the object's parent")
     sens = obj.sensitive
     changed = TPMT_SENSITIVE(sens.sensitiveType, p.newAuth.rstrip(b"\x00"), sens.seedValue,
                              sens.sensitive)

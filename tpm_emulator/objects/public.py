@@ -331,6 +331,30 @@ class SizedStruct(Wire):
 
 
 TPM2B_PUBLIC = Annotated[TPMT_PUBLIC, SizedStruct(TPMT_PUBLIC)]
+
+
+@dataclass(frozen=True)
+class _NamedPublic(TPMT_PUBLIC):
+    """TPMT_PUBLIC+ without the '+': nameAlg may not be TPM_ALG_NULL (Part 2, 12.2.4)."""
+
+    nameAlg: Annotated[int, Int("H", tuple(HASHES), RC.HASH)]
+
+
+class NamedPublic(SizedStruct):
+    """TPM2B_PUBLIC for an object that must have a Name (Create, CreatePrimary, Load,
+    Import): a nameAlg of TPM_ALG_NULL is TPM_RC_HASH as soon as it is read, before the
+    rest of the command (as libtpms unmarshals it). The value is a plain TPMT_PUBLIC."""
+
+    def __init__(self) -> None:
+        super().__init__(_NamedPublic)
+
+    def read(self, r: Reader, prior: dict[str, Any]) -> TPMT_PUBLIC:
+        v = super().read(r, prior)
+        return TPMT_PUBLIC(v.type, v.nameAlg, v.objectAttributes, v.authPolicy,
+                           v.parameters, v.unique)
+
+
+TPM2B_PUBLIC_NAMED = Annotated[TPMT_PUBLIC, NamedPublic()]
 TPM2B_NAME = Annotated[bytes, Sized(2 + max(h.size for h in HASHES.values()))]
 
 
@@ -358,6 +382,39 @@ class TPMT_SENSITIVE:
 
 
 TPM2B_SENSITIVE = Annotated[TPMT_SENSITIVE | None, SizedStruct(TPMT_SENSITIVE, True)]
+
+# TPMU_SENSITIVE_COMPOSITE members (Part 2, 12.3.2.3) and their bounds as libtpms sizes
+# them: TPM2B_PRIVATE_KEY_RSA holds one prime, TPM2B_ECC_PARAMETER the largest curve
+# parameter, TPM2B_SENSITIVE_DATA MAX_SYM_DATA, TPM2B_SYM_KEY MAX_SYM_KEY_BYTES.
+SENSITIVE_BOUNDS = {
+    TPM_ALG.RSA: MAX_RSA_KEY_BYTES // 2,
+    TPM_ALG.ECC: MAX_ECC_KEY_BYTES,
+    TPM_ALG.KEYEDHASH: 128,
+    TPM_ALG.SYMCIPHER: MAX_SYM_KEY_BYTES,
+}
+
+
+class SensitiveComposite(Wire):
+    """The union as a caller sends it: the member ``sensitiveType`` selects, so a size
+    beyond that member's bound is TPM_RC_SIZE while unmarshalling, before any check of
+    the command (what TPM2_LoadExternal meets first in libtpms)."""
+
+    def read(self, r: Reader, prior: dict[str, Any]) -> bytes:
+        return Sized(SENSITIVE_BOUNDS[prior["sensitiveType"]]).read(r, prior)
+
+    def write(self, out: bytearray, value: Any, obj: Any) -> None:
+        out += _U16.pack(len(value)) + value
+
+
+@dataclass(frozen=True)
+class TPMT_SENSITIVE_IN(TPMT_SENSITIVE):
+    """TPMT_SENSITIVE from a command. The stored form (TPMT_SENSITIVE) keeps one loose
+    bound, as a sequence object keeps its running state in the union."""
+
+    sensitive: Annotated[bytes, SensitiveComposite()]
+
+
+TPM2B_SENSITIVE_IN = Annotated[TPMT_SENSITIVE_IN | None, SizedStruct(TPMT_SENSITIVE_IN, True)]
 TPM2B_PRIVATE = Annotated[bytes, Sized(1024)]
 TPM2B_DATA = Annotated[bytes, Sized(64)]
 

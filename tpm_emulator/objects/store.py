@@ -108,6 +108,15 @@ def get(tpm: TPM, handle: int) -> LoadedObject:
     return obj
 
 
+def slot_available(tpm: TPM, command_handles: tuple[int, ...] = ()) -> bool:
+    """Whether a new object would find a free slot. A persistent object a command names
+    sits in a slot of its own while the command runs (the reference's ObjectLoadEvict),
+    so it counts as taken: with a persistent parent and one slot free, TPM2_Load has
+    nowhere to put the child (TPM_RC_OBJECT_MEMORY, as libtpms answers)."""
+    evicted = sum(1 for h in command_handles if h >> 24 == HT.PERSISTENT)
+    return len(tpm.reset_data.objects) + evicted < MAX_LOADED_OBJECTS
+
+
 def load(tpm: TPM, obj: LoadedObject) -> int:
     """Put an object in the lowest free transient slot; TPM_RC_OBJECT_MEMORY if full."""
     slots = tpm.reset_data.objects

@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..admin import presence
 from ..commands import Auth
 from ..constants import CC, RC
 from ..crypto import equal
@@ -64,8 +65,7 @@ def check_policy_session(s: Session, entity: Entity, index: int, cc: int, cp_has
         raise TpmError(RC.POLICY_FAIL, "ADMIN/DUP role without PolicyCommandCode")
     if p.locality:
         _check_locality(p.locality, facts.locality if facts is not None else 0)
-    if p.pp_required:
-        # This TPM has no physical-presence indication: the assertion never holds.
+    if p.pp_required and not presence.asserted():
         raise TpmError(RC.PP, "physical presence is not asserted")
     if p.u1_kind != U1.NONE and not equal(p.u1, _u1_of_command(s, p.u1_kind, cc, cp_hash,
                                                                names, params)):
