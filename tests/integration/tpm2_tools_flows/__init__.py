@@ -32,6 +32,7 @@ from .attestation import (
     time_nv_audit_attestation,
 )
 from .capability import capabilities
+from .ecc import ecc_two_phase
 from .nv import nv_bits, nv_counter, nv_extend, nv_locks, nv_ordinary, nv_policy
 from .objects import (
     duplicate_import,
@@ -84,6 +85,7 @@ FLOWS: dict[str, Flow] = {
     "certify": certify,
     "time_nv_audit_attestation": time_nv_audit_attestation,
     "ecdh": ecdh,
+    "ecc_two_phase": ecc_two_phase,
     "hierarchy_control": hierarchy_control,
     "hmac_session": hmac_session,
     "salted_encrypted_sessions": salted_encrypted_sessions,
