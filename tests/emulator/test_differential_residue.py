@@ -13,7 +13,9 @@ raw command bytes sent to both and the code libtpms gives:
   as Create, CreatePrimary, Load or Import read it; Load wants a private area before
   it looks at the parent;
 * a persistent parent takes an object slot while the command runs, so Load and
-  CreateLoaded under it find no slot for the new object when one is left.
+  CreateLoaded under it find no slot for the new object when one is left;
+* a signing key with no scheme of its own refuses a command scheme of another key
+  type as TPM_RC_SCHEME on inScheme, in the attestations as in TPM2_Sign.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import struct
 from typing import Any
 
 from tests.emulator.emulator_wire import RH_NULL, RH_OWNER, command, rc, with_pw
+from tests.emulator.outside_keys import p256_key
 from tests.emulator.test_differential_duplication import sensitive_create
 from tests.emulator.test_differential_objects import both, started_pair, tpm2b
 from tests.emulator.test_differential_parity import (
@@ -31,6 +34,7 @@ from tests.emulator.test_differential_parity import (
     rsa_public,
     template,
 )
+from tests.emulator.test_ecc_two_phase import key_command, sign
 from tests.emulator.test_fuzz_regressions import CREATE_PRIMARY_STORAGE
 from tpm_emulator import TPM
 
@@ -340,3 +344,18 @@ def test_pin_index_size_is_checked_first(swtpm: Any) -> None:
         "PIN_PASS of 7 octets": (define(9, 0, 7), p(SIZE, 2)),
         "PIN_FAIL of 8 octets without NO_DA": (define(8, 0, 8), p(ATTRIBUTES, 2)),
     })
+
+
+def test_a_scheme_of_another_key_type_is_refused_on_in_scheme(swtpm: Any) -> None:
+    ours, theirs = started_pair(swtpm)
+    a, b = both(ours, theirs, key_command(p256_key(), "sign|userwithauth"))
+    assert rc(a) == rc(b) == 0
+    key = int(struct.unpack(">I", a[10:14])[0])
+    digest = hashlib.sha256(b"x").digest()
+    for alg in (0x14, 0x16, 0x05):  # RSASSA, RSAPSS, HMAC for an ECC key
+        scheme = struct.pack(">HH", alg, 0x0B)
+        quote = with_pw(0x158, struct.pack(">I", key), struct.pack(">H", 0) + scheme
+                        + struct.pack(">I", 0))
+        for cmd in (quote, sign(key, digest, scheme)):
+            mine, other = both(ours, theirs, cmd)
+            assert rc(mine) == rc(other) == 0x2D2, (hex(alg), hex(rc(mine)), hex(rc(other)))

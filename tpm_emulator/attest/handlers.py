@@ -14,7 +14,7 @@ from ..commands import Empty
 from ..constants import CC, RC, RH, ST, TPM_ALG
 from ..crypto import HASHES, equal
 from ..errors import TpmError, with_handle, with_parameter
-from ..keys.signing import SCHEMES_FOR_TYPE, sign
+from ..keys.signing import sign
 from ..nv.public import MAX_NV_BUFFER_SIZE
 from ..nv.store import check_read_access
 from ..objects import store
@@ -105,10 +105,6 @@ def certify_x509(tpm: TPM, inv: Invocation, p: ac.CertifyX509_In) -> ac.CertifyX
     signer = signing_key(tpm, inv.handles[1], 1)
     assert signer is not None  # TPMI_DH_OBJECT: signHandle is never TPM_RH_NULL
     scheme = signing_scheme(signer, p.inScheme, 2)
-    # A key without a scheme of its own takes the command's, which must suit the key
-    # type (CryptSelectSignScheme): RSASSA for an ECC key is refused here, not later.
-    if scheme.scheme not in SCHEMES_FOR_TYPE.get(signer.public.type, ()):
-        raise TpmError(with_parameter(RC.SCHEME, 2), "scheme does not suit the key type")
     subject_key = x509.subject_public_key_info(certified.public)
     if subject_key is None:
         raise TpmError(with_handle(RC.ASYMMETRIC, 2), "no SubjectPublicKeyInfo for it")

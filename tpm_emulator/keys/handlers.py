@@ -38,7 +38,6 @@ from . import commands as kc
 from . import credential, ecc, symmetric
 from .sequence import SequenceObject
 from .signing import (
-    SCHEMES_FOR_TYPE,
     check_sign_digest,
     is_signing_key,
     select_scheme,
@@ -347,8 +346,6 @@ def sign_(tpm: TPM, inv: Invocation, p: kc.Sign_In) -> kc.Sign_Out:
         scheme = select_scheme(obj, p.inScheme)
     except TpmError as e:
         raise TpmError(with_parameter(e.rc, 2), str(e)) from None
-    if scheme.scheme not in SCHEMES_FOR_TYPE.get(obj.public.type, ()):
-        raise TpmError(with_parameter(RC.SCHEME, 2), "scheme not for this key type")
     ticket = TPMT_TK_HASHCHECK(p.validation.tag, p.validation.hierarchy, p.validation.digest)
     check_sign_digest(obj, scheme, p.digest, ticket,
                       tpm.hierarchy_proof(p.validation.hierarchy))

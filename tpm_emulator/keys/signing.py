@@ -188,7 +188,8 @@ def key_scheme(pub: TPMT_PUBLIC) -> TPMT_SIG_SCHEME:
 def select_scheme(obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME) -> TPMT_SIG_SCHEME:
     """The scheme a command signs with (Part 3, 18.1 and 20.2.1; the reference's
     CryptSelectSignScheme): TPM_RH_NULL signs with NULL whatever was asked; a key with
-    no scheme of its own takes the command's, which must not be NULL; a key with a
+    no scheme of its own takes the command's, which must not be NULL and must suit the
+    key type (no RSASSA for an ECC key); a key with a
     scheme takes it when the command says NULL (unless it needs TPM2_Commit data) and
     otherwise demands the command name the same scheme *and* hash. A restricted key
     always has a scheme (SchemeChecks), so it can only sign its own way.
@@ -203,6 +204,8 @@ def select_scheme(obj: LoadedObject | None, scheme: TPMT_SIG_SCHEME) -> TPMT_SIG
     if own.scheme == NULL:
         if scheme.scheme == NULL:
             raise TpmError(RC.SCHEME, "neither the key nor the command names a scheme")
+        if scheme.scheme not in SCHEMES_FOR_TYPE.get(pub.type, ()):
+            raise TpmError(RC.SCHEME, "the command's scheme does not suit the key type")
         return scheme
     if scheme.scheme == NULL:
         if own.scheme in SPLIT_SCHEMES:
