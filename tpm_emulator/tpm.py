@@ -41,12 +41,14 @@ from .constants import (
 from .crypto import CONTEXT_HASH, CONTEXT_SYM_BITS, MAX_DIGEST_SIZE
 from .errors import StateFormatError, TpmError, with_handle, with_parameter
 from .frame import error_response, frame_error
+from .keys.commit import COMMIT_SLOTS
 from .keys.commit import record_of as commit_record_of
 from .keys.commit import restore as commit_restore
 from .lifecycle import ALLOWED_BEFORE_STARTUP, KEEPS_ORDERLY, REFUSED_AFTER_STARTUP, Orderly
 from .nv.public import MAX_NV_BUFFER_SIZE, MAX_NV_INDEX_SIZE
 from .nv.store import store_from_record, store_record
 from .objects import store
+from .objects.public import CURVE_BYTES
 from .policy.enforce import PolicyFacts
 from .session_table import (
     HMAC_SESSION_FIRST,
@@ -231,7 +233,7 @@ class TPM:
             PT.PS_REVISION: 0x105,
             PT.PS_DAY_OF_YEAR: 0,
             PT.PS_YEAR: 0,
-            PT.SPLIT_MAX: 0,
+            PT.SPLIT_MAX: COMMIT_SLOTS,  # outstanding TPM2_Commit values (keys/commit.py)
             PT.TOTAL_COMMANDS: ncmd,
             PT.LIBRARY_COMMANDS: ncmd,
             PT.VENDOR_COMMANDS: 0,
@@ -251,7 +253,7 @@ class TPM:
             PT.HR_PERSISTENT_AVAIL: store.MAX_PERSISTENT_OBJECTS - persistent,
             PT.NV_COUNTERS: self.perm.nv.counters(),
             PT.NV_COUNTERS_AVAIL: self.perm.nv.counters_available(),
-            PT.LOADED_CURVES: 0,
+            PT.LOADED_CURVES: len(CURVE_BYTES),
             PT.NV_WRITE_RECOVERY: 0,
             PT.AUDIT_COUNTER_0: self.perm.command_audit.counter >> 32,
             PT.AUDIT_COUNTER_1: self.perm.command_audit.counter & 0xFFFFFFFF,

@@ -237,3 +237,11 @@ def answered(tpm: Any, cmd: bytes) -> bytes:
             break
     assert rc(r) == 0, hex(rc(r))
     return r
+
+
+def test_split_max_is_the_commit_array_size_like_libtpms(swtpm: Any) -> None:
+    """TPM_PT_SPLIT_MAX: how many TPM2_Commit values may be outstanding (128 in both)."""
+    ours, theirs = started_pair(swtpm)
+    get = command(0x17A, struct.pack(">III", 6, 0x128, 1))
+    mine, other = ours.execute(get), theirs.execute(get)
+    assert mine[19:27] == other[19:27] == struct.pack(">II", 0x128, 128)
