@@ -1,6 +1,6 @@
 """``bench fuzz``: a million random and mutated commands against the built-in TPM.
 
-Every response is checked (``fuzz_generate.response_problem``): well-formed header,
+Every response is checked (``fuzz_judge.response_problem``): well-formed header,
 size field equal to the length, at most the TPM's maximum response size, a response
 code Part 2 defines, success responses that parse as the command declares. Besides
 that, a finding is: an exception that escaped ``execute``; an internal error that
@@ -45,14 +45,8 @@ from typing import Any
 from tpm_emulator import TPM
 from tpm_emulator.constants import CC, MAX_RESPONSE_SIZE
 
-from .fuzz_generate import (
-    HEADER,
-    CommandGen,
-    frame,
-    parse_success,
-    rc_name,
-    response_problem,
-)
+from .fuzz_generate import CommandGen, frame
+from .fuzz_judge import HEADER, parse_success, rc_name, response_problem
 from .fuzz_scenarios import SCENARIOS, scenario_cleanup
 from .fuzz_sessions import SessionScripts
 from .stats import emit, format_table
