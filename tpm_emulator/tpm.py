@@ -45,6 +45,7 @@ from .keys.commit import COMMIT_SLOTS
 from .keys.commit import record_of as commit_record_of
 from .keys.commit import restore as commit_restore
 from .lifecycle import ALLOWED_BEFORE_STARTUP, KEEPS_ORDERLY, REFUSED_AFTER_STARTUP, Orderly
+from .nv.pin import pin_counting
 from .nv.public import MAX_NV_BUFFER_SIZE, MAX_NV_INDEX_SIZE
 from .nv.store import store_from_record, store_record
 from .objects import store
@@ -314,14 +315,20 @@ class TPM:
         if auths:
             presence.check(cc, auth_handles)
             # Dictionary-attack lockout before each authorization, failure counting
-            # after (admin/da.py).
-            with guarded(self, auth_handles, auth_entities, sessions) as locked_out:
+            # after (admin/da.py); a PIN index counts the uses of its PIN (nv/pin.py).
+            with (guarded(self, auth_handles, auth_entities, sessions) as locked_out,
+                  pin_counting(self.perm.nv, auth_handles, auth_entities, sessions) as reached):
+
+                def before_each(i: int) -> None:
+                    reached(i)
+                    locked_out(i)
+
                 authorize(auths, sessions, auth_entities, cc, param_bytes,
                           [self.entity(h).name for h in handles],
                           policy=PolicyFacts(
                               self, locality, tuple(auth_handles),
                               tuple(hs.auth for hs in spec.handles if hs.auth is not None)),
-                          before_each=locked_out)
+                          before_each=before_each)
             # Part 1, 21: the first parameter is decrypted once every HMAC was checked
             # over the ciphertext, and before the parameters are unmarshalled.
             r = Reader(decrypt_parameters(auths, sessions, auth_entities, param_bytes))

@@ -329,10 +329,10 @@ def test_lockout_is_checked_session_by_session(swtpm: Any) -> None:
     })
 
 
-# ---- NV_DefineSpace: the size of a PIN index before its type is refused ------------------
+# ---- NV_DefineSpace: the size of a PIN index before its attributes ------------------------
 def test_pin_index_size_is_checked_first(swtpm: Any) -> None:
-    """PIN indices are not implemented here, but libtpms knows them: a dataSize other
-    than 8 is TPM_RC_SIZE (publicInfo) before anything else about them."""
+    """A PIN index's dataSize other than 8 is TPM_RC_SIZE (publicInfo) before anything
+    else about it (test_differential_nv_pin.py has the rest of the PIN rules)."""
     ours, theirs = started_pair(swtpm)
 
     def define(nt: int, attrs: int, size: int) -> bytes:

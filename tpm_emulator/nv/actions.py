@@ -15,6 +15,7 @@ from ..constants import CC, RC, RH
 from ..crypto import HASHES
 from ..errors import TpmError, with_handle, with_parameter
 from . import commands as c
+from . import pin
 from .public import MAX_NV_BUFFER_SIZE, MAX_NV_INDEX_SIZE, TPM_NT, TPMA_NV
 from .store import NvIndex, check_read_access, check_write_access
 
@@ -47,7 +48,6 @@ def _require_type(index: NvIndex, nt: TPM_NT) -> None:
 _ONE_OF_WRITE = TPMA_NV.PPWRITE | TPMA_NV.OWNERWRITE | TPMA_NV.AUTHWRITE | TPMA_NV.POLICYWRITE
 _ONE_OF_READ = TPMA_NV.PPREAD | TPMA_NV.OWNERREAD | TPMA_NV.AUTHREAD | TPMA_NV.POLICYREAD
 _STATE_BITS = TPMA_NV.WRITELOCKED | TPMA_NV.READLOCKED | TPMA_NV.WRITTEN
-_SUPPORTED_TYPES = (TPM_NT.ORDINARY, TPM_NT.COUNTER, TPM_NT.BITS, TPM_NT.EXTEND)
 
 
 @_handles(CC.NV_DefineSpace)
@@ -68,13 +68,15 @@ def nv_define_space(tpm: TPM, inv: Invocation, p: c.NV_DefineSpace_In) -> Empty:
     if (public.dataSize > MAX_NV_INDEX_SIZE if expected_size is None
             else public.dataSize != expected_size):
         raise TpmError(with_parameter(RC.SIZE, 2), "dataSize for the index type")
-    # PIN_PASS / PIN_FAIL are not implemented; libtpms knows them, so their dataSize is
-    # checked (8, a TPMS_NV_PIN_COUNTER_PARAMETERS) before they are refused.
-    if nt not in _SUPPORTED_TYPES:
+    # A counter is never cleared (Part 2, 13.4); a PIN index has rules of its own.
+    if nt == TPM_NT.COUNTER and attrs & TPMA_NV.CLEAR_STCLEAR:
         raise bad_public
-    if nt in (TPM_NT.COUNTER, TPM_NT.BITS) and attrs & TPMA_NV.CLEAR_STCLEAR:
+    if pin.define_refused(public):
         raise bad_public
     if not attrs & _ONE_OF_WRITE or not attrs & _ONE_OF_READ or attrs & _STATE_BITS:
+        raise bad_public
+    # An index that reads as unwritten after every Startup cannot be locked for good.
+    if attrs & TPMA_NV.CLEAR_STCLEAR and attrs & TPMA_NV.WRITEDEFINE:
         raise bad_public
     # Whoever defines an index must be able to delete it (Part 3, 31.3.1).
     if bool(attrs & TPMA_NV.PLATFORMCREATE) != (auth_handle == RH.PLATFORM):
@@ -118,11 +120,16 @@ def nv_read_public(tpm: TPM, inv: Invocation, p: Empty) -> c.NV_ReadPublic_Out:
 
 
 # ---- 31.7 NV_Write, 31.8 NV_Increment, 31.9 NV_Extend, 31.10 NV_SetBits -------------------------
+_NOT_WRITABLE = (TPM_NT.COUNTER, TPM_NT.BITS, TPM_NT.EXTEND)
+
+
 @_handles(CC.NV_Write)
 def nv_write(tpm: TPM, inv: Invocation, p: c.NV_Write_In) -> Empty:
     auth_handle, index = _index(tpm, inv)
     check_write_access(tpm.perm.nv, auth_handle, index)
-    if index.public.nt != TPM_NT.ORDINARY:  # counters, bit fields and extend indices
+    # Counters, bit fields and extend indices change only as their type says; a PIN
+    # index is written like an ordinary one (that is how its count is set).
+    if index.public.nt in _NOT_WRITABLE:
         raise TpmError(RC.ATTRIBUTES, "NV_Write to a typed index")
     size = index.public.dataSize
     if p.offset > size:

@@ -20,6 +20,7 @@ from ..constants import CC, RC, RH
 from ..crypto import HASHES
 from ..errors import StateFormatError, TpmError
 from ..sessions import Entity
+from . import pin
 from .public import MAX_NV_INDEX_SIZE, TPM_NT, TPMA_NV, TPMS_NV_PUBLIC
 
 # NV memory budget for indices (ours; libtpms has about 128 KiB for everything). An index
@@ -154,7 +155,8 @@ class NvStore:
     def entity(self, handle: int, cc: int | None = None, admin: bool = False) -> Entity:
         """The index as an authorization entity. With ``cc``, whether its authValue or
         authPolicy may authorize that command: a write needs AUTHWRITE/POLICYWRITE, any
-        other command AUTHREAD/POLICYREAD, and the ADMIN role always a policy session
+        other command AUTHREAD/POLICYREAD (a PIN index's authValue instead needs a
+        count under its limit: ``pin.py``), and the ADMIN role always a policy session
         (its policy only counts if one was set)."""
         index = self.get(handle)
         public = self.public(index)
@@ -163,6 +165,8 @@ class NvStore:
             write = cc in WRITE_OPERATIONS
             if admin:
                 value_ok = False
+            elif not write and pin.is_pin_index(public):
+                value_ok = pin.auth_value_available(index)  # no AUTHREAD needed
             else:
                 value_ok = index.has(TPMA_NV.AUTHWRITE if write else TPMA_NV.AUTHREAD)
                 policy_ok = policy_ok and index.has(

@@ -178,6 +178,11 @@ def policy_secret(tpm: TPM, inv: Invocation, p: pc.PolicySecret_In) -> pc.Policy
         timeout = _auth_timeout(tpm, s, expiration, p.nonceTPM)
         _parameter_checks(tpm, s, timeout, p.cpHashA, p.nonceTPM, 1, 2, 4)
     _context_update(s, CC.PolicySecret, name, p.policyRef, p.cpHashA, timeout)
+    # No ticket for a PIN Pass index (the reference and libtpms): each use of its PIN
+    # must be counted, and a ticket would stand in for the PIN uncounted (nv/pin.py).
+    if auth_handle >> 24 == HT.NV_INDEX and tpm.perm.nv.get(auth_handle).public.nt == (
+            TPM_NT.PIN_PASS):
+        expiration = 0
     return _auth_out(tpm, s, ST.AUTH_SECRET, expiration, p.nonceTPM,
                      _entity_hierarchy(tpm, auth_handle), timeout, p.cpHashA, p.policyRef, name)
 
