@@ -125,6 +125,17 @@ class TPMS_SIGNATURE_ECC:
     signatureS: TPM2B_ECC_PARAMETER
 
 
+# TPMU_SIGNATURE (Part 2, 11.3.3): the member each signature algorithm selects.
+_SIGNATURE_MEMBERS: dict[int, type] = {
+    TPM_ALG.RSASSA: TPMS_SIGNATURE_RSA,
+    TPM_ALG.RSAPSS: TPMS_SIGNATURE_RSA,
+    TPM_ALG.ECDSA: TPMS_SIGNATURE_ECC,
+    TPM_ALG.ECDAA: TPMS_SIGNATURE_ECC,
+    TPM_ALG.ECSCHNORR: TPMS_SIGNATURE_ECC,
+    TPM_ALG.HMAC: TPMT_HA,
+}
+
+
 @dataclass(frozen=True)
 class TPMT_SIGNATURE:
     """Part 2, 11.3.4: the TPMU_SIGNATURE member is selected by ``sigAlg``. A NULL
@@ -132,14 +143,7 @@ class TPMT_SIGNATURE:
 
     sigAlg: TPMI_ALG_SIG_SCHEME
     signature: Annotated[Any, Selected("sigAlg", {
-        TPM_ALG.RSASSA: TPMS_SIGNATURE_RSA,
-        TPM_ALG.RSAPSS: TPMS_SIGNATURE_RSA,
-        TPM_ALG.ECDSA: TPMS_SIGNATURE_ECC,
-        TPM_ALG.ECDAA: TPMS_SIGNATURE_ECC,
-        TPM_ALG.ECSCHNORR: TPMS_SIGNATURE_ECC,
-        TPM_ALG.HMAC: TPMT_HA,
-        NULL: TPMS_EMPTY,
-    })] = TPMS_EMPTY()
+        **_SIGNATURE_MEMBERS, NULL: TPMS_EMPTY})] = TPMS_EMPTY()
 
     @property
     def hashAlg(self) -> int:
@@ -158,14 +162,7 @@ class TPMT_SIGNATURE_IN(TPMT_SIGNATURE):
     the reference (TPMT_SIGNATURE_Unmarshal with allowNull NO)."""
 
     sigAlg: Annotated[int, Int("H", SIG_SCHEMES, RC.SCHEME)]
-    signature: Annotated[Any, Selected("sigAlg", {
-        TPM_ALG.RSASSA: TPMS_SIGNATURE_RSA,
-        TPM_ALG.RSAPSS: TPMS_SIGNATURE_RSA,
-        TPM_ALG.ECDSA: TPMS_SIGNATURE_ECC,
-        TPM_ALG.ECDAA: TPMS_SIGNATURE_ECC,
-        TPM_ALG.ECSCHNORR: TPMS_SIGNATURE_ECC,
-        TPM_ALG.HMAC: TPMT_HA,
-    })] = TPMS_EMPTY()
+    signature: Annotated[Any, Selected("sigAlg", _SIGNATURE_MEMBERS)] = TPMS_EMPTY()
 
 
 # ---- which key may sign, with which scheme -------------------------------------------
